@@ -1,0 +1,56 @@
+"""Shared fixtures: an offline Hugging Face cache of random-weight checkpoints, synthetic videos."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+# huggingface_hub reads these when it is imported, so they are set before anything imports it.
+# The cache lives outside the checkout and is reused between runs of the same sam2 version.
+_CACHE = Path(tempfile.gettempdir()) / f"cvat-sam2-tracker-tests-sam2-{version('sam2')}"
+HF_HOME = _CACHE / "hf-home"
+os.environ["HF_HOME"] = str(HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+from checkpoints import ensure_hf_checkpoint  # noqa: E402
+from synthetic import SyntheticVideo, make_video  # noqa: E402
+
+from tracker.model_loading import build_video_model, resolve_model  # noqa: E402
+
+TINY = "facebook/sam2.1-hiera-tiny"
+SMALL_IMAGE_SIZE = 256
+
+
+@pytest.fixture(scope="session")
+def hub_cache() -> Path:
+    return HF_HOME / "hub"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(hub_cache: Path) -> Path:
+    return ensure_hf_checkpoint(hub_cache, TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    """The default model at 256 px, shared by tests that only read it."""
+    return build_video_model(resolve_model(TINY), device=_cpu(), image_size=SMALL_IMAGE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory) -> SyntheticVideo:
+    """A 32-frame 320x240 JPEG video of a textured object moving over a textured background."""
+    return make_video(tmp_path_factory.mktemp("video"), num_frames=32, width=320, height=240)
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")

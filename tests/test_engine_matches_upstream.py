@@ -1,0 +1,66 @@
+"""Our streaming engine gives upstream SAM2VideoPredictor's masks, frame by frame."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY
+from sam2_runs import (
+    assert_same_memory_inputs,
+    captured_memory_attention,
+    engine_masks,
+    iou,
+    upstream_masks,
+)
+
+from tracker.engine import StreamingSam2
+from tracker.model_loading import build_video_model, resolve_model
+
+
+def _assert_masks_agree(upstream, ours):
+    assert len(upstream) == len(ours)
+    for frame, (a, b) in enumerate(zip(upstream, ours, strict=True)):
+        assert a.any(), f"upstream lost the object on frame {frame}: the test would prove nothing"
+        assert iou(a, b) >= 0.999, f"frame {frame}: IoU {iou(a, b):.5f}"
+
+
+def test_masks_match_upstream_at_256px(tiny_model, video):
+    frames = len(video.frames)
+    assert frames >= 30
+    _assert_masks_agree(
+        upstream_masks(tiny_model, video, frames),
+        engine_masks(StreamingSam2(tiny_model), video, frames)[0],
+    )
+
+
+def test_memory_attention_inputs_match_upstream_past_the_pointer_window(tiny_model, video):
+    frames = len(video.frames)
+    assert frames > tiny_model.max_obj_ptrs_in_encoder + 2
+    with captured_memory_attention(tiny_model) as upstream_calls:
+        upstream_masks(tiny_model, video, frames)
+    with captured_memory_attention(tiny_model) as our_calls:
+        engine_masks(StreamingSam2(tiny_model), video, frames)
+    assert_same_memory_inputs(upstream_calls, our_calls)
+    # Past frame 16 the pointer window is full: 1 conditioning + 15 recent pointers, 4 tokens each.
+    assert our_calls[-1]["num_obj_ptr_tokens"] == 16 * 4
+
+
+@pytest.mark.parametrize("image_size", [512, pytest.param(1024, marks=pytest.mark.slow)])
+def test_masks_match_upstream_at_larger_sizes(tiny_checkpoint, video, image_size):
+    # Two tracked frames after the prompt frame; upstream still sees the whole 32-frame video so
+    # that both normalise object-pointer positions by the same window.
+    model = build_video_model(resolve_model(TINY), torch.device("cpu"), image_size=image_size)
+    _assert_masks_agree(
+        upstream_masks(model, video, 3), engine_masks(StreamingSam2(model), video, 3)[0]
+    )
+
+
+def test_state_size_is_flat_past_the_pointer_window(tiny_model, video):
+    engine = StreamingSam2(tiny_model)
+    _, state20 = engine_masks(engine, video, 20)
+    _, state40 = engine_masks(engine, video, 40)
+    assert state40.frame_idx == 39
+    assert state20.nbytes() == state40.nbytes()
+    # 1 conditioning + 6 memory frames of bfloat16 features, 16 float32 pointers.
+    feats = 7 * 64 * 16 * 16 * 2
+    assert state40.nbytes() == feats + 16 * 256 * 4

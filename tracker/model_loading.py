@@ -1,0 +1,247 @@
+"""Find, check and build SAM2 video models: Hugging Face ids, local checkpoints, devices, dtypes.
+
+Checking (`resolve_model`, `resolve_device`, ...) is cheap and reads no weights, so a function can
+be registered on a machine without weights or GPU; `build_video_model` does the expensive part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import os
+import pickle
+import time
+from pathlib import Path
+
+import torch
+from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2_video_predictor
+from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+_log = logging.getLogger(__name__)
+
+#: Checkpoint file name -> config name, for every upstream checkpoint.
+CONFIG_BY_CHECKPOINT_NAME = {ckpt: cfg for cfg, ckpt in HF_MODEL_ID_TO_FILENAMES.values()}
+
+#: Builder keywords that users may set with `-p`; the rest of its signature is ours to fill.
+_BUILDER_OWN_ARGS = {
+    "config_file",
+    "ckpt_path",
+    "device",
+    "mode",
+    "hydra_overrides_extra",
+    "kwargs",
+}
+BUILDER_OPTIONS = frozenset(
+    inspect.signature(build_sam2_video_predictor).parameters.keys() - _BUILDER_OWN_ARGS
+)
+
+
+class ModelConfigError(ValueError):
+    """A model reference, device or option that cannot work; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReference:
+    """Where a model's weights come from and which architecture config they fit."""
+
+    config_name: str
+    checkpoint_path: Path | None = None  # local file; None means `hf_model_id` is downloaded
+    hf_model_id: str | None = None
+
+    def describe(self) -> str:
+        return self.hf_model_id or str(self.checkpoint_path)
+
+
+def _config_exists(config_name: str) -> bool:
+    import sam2
+
+    return (Path(sam2.__file__).parent / config_name).is_file()
+
+
+def resolve_config(config: str) -> str:
+    """Accept `configs/sam2.1/sam2.1_hiera_t.yaml` or the short `sam2.1_hiera_t`."""
+    candidates = [config]
+    if not config.startswith("configs/"):
+        stem = config.removesuffix(".yaml")
+        family = "sam2.1" if stem.startswith("sam2.1") else "sam2"
+        candidates.append(f"configs/{family}/{stem}.yaml")
+    for name in candidates:
+        if _config_exists(name):
+            return name
+    known = ", ".join(sorted(Path(c).stem for c in CONFIG_BY_CHECKPOINT_NAME.values()))
+    raise ModelConfigError(f"Unknown SAM2 config {config!r}; use one of: {known}.")
+
+
+def _checkpoint_reference(path: Path, config: str | None) -> ModelReference:
+    if config is not None:
+        return ModelReference(resolve_config(config), checkpoint_path=path)
+    if path.name in CONFIG_BY_CHECKPOINT_NAME:
+        return ModelReference(CONFIG_BY_CHECKPOINT_NAME[path.name], checkpoint_path=path)
+    raise ModelConfigError(
+        f"Cannot tell which SAM2 architecture {str(path)!r} holds from its name; "
+        "add -p config=str:<name>, for example sam2.1_hiera_t, sam2.1_hiera_s, "
+        "sam2.1_hiera_b+ or sam2.1_hiera_l."
+    )
+
+
+def resolve_model(model_id: str, config: str | None = None) -> ModelReference:
+    """Turn `model_id` (an upstream Hugging Face id, a `.pt` file or a folder) into a reference."""
+    if model_id in HF_MODEL_ID_TO_FILENAMES:
+        config_name, _ = HF_MODEL_ID_TO_FILENAMES[model_id]
+        return ModelReference(
+            resolve_config(config) if config else config_name, hf_model_id=model_id
+        )
+    path = Path(os.path.expanduser(model_id))
+    if path.is_file():
+        return _checkpoint_reference(path, config)
+    if path.is_dir():
+        checkpoints = sorted(path.glob("*.pt"))
+        known = [p for p in checkpoints if p.name in CONFIG_BY_CHECKPOINT_NAME]
+        chosen = known or checkpoints
+        if len(chosen) != 1:
+            found = ", ".join(p.name for p in checkpoints) or "none"
+            raise ModelConfigError(
+                f"The folder {str(path)!r} must hold exactly one SAM2 checkpoint (.pt); "
+                f"found: {found}. Pass the file itself with -p model_id=str:<path>."
+            )
+        return _checkpoint_reference(chosen[0], config)
+    if path.suffix == ".pt" or os.sep in model_id:
+        raise ModelConfigError(f"The checkpoint {model_id!r} does not exist on this machine.")
+    ids = ", ".join(HF_MODEL_ID_TO_FILENAMES)
+    raise ModelConfigError(
+        f"Unknown SAM2 model {model_id!r}. Use one of the Hugging Face ids {ids}, "
+        "or the path of a local .pt checkpoint (or of a folder holding one)."
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA, then Apple MPS, then the CPU; anything else must be usable here."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModelConfigError(
+            f"{device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps."
+        ) from e
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelConfigError(
+                f"Device {device!r} is not available: this PyTorch sees no CUDA GPU. "
+                "Use -p device=str:cpu, or install a CUDA build of PyTorch and a driver."
+            )
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ModelConfigError(
+                f"Device {device!r} is not available: only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible."
+            )
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelConfigError(f"Device {device!r} is not available on this machine.")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise ModelConfigError(
+            f"Device type {chosen.type!r} is not supported; use cpu, cuda or mps."
+        )
+    return chosen
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto`: bfloat16 autocast on GPUs that support it (as upstream runs SAM2), else float32."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ModelConfigError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+    if device.type == "cpu" and dtype != "float32":
+        _log.warning("%s on the CPU is usually much slower than float32", dtype)
+    return _DTYPES[dtype]
+
+
+def check_image_size(image_size: int | None) -> int | None:
+    """SAM2's backbone has stride 32, and its RoPE tables assume square feature maps."""
+    if image_size is None:
+        return None
+    if not isinstance(image_size, int) or image_size < 64 or image_size % 32:
+        raise ModelConfigError(
+            f"image_size must be a multiple of 32 of at least 64 (SAM2's native size is 1024); "
+            f"got {image_size!r}."
+        )
+    return image_size
+
+
+def check_builder_options(options: dict) -> dict:
+    unknown = sorted(set(options) - BUILDER_OPTIONS)
+    if unknown:
+        raise ModelConfigError(
+            f"Unknown parameter(s) {', '.join(unknown)}. The SAM2 model builder accepts: "
+            f"{', '.join(sorted(BUILDER_OPTIONS))}."
+        )
+    return options
+
+
+def _checkpoint_file(reference: ModelReference) -> Path:
+    if reference.checkpoint_path is not None:
+        return reference.checkpoint_path
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    _, filename = HF_MODEL_ID_TO_FILENAMES[reference.hf_model_id]
+    try:
+        return Path(hf_hub_download(repo_id=reference.hf_model_id, filename=filename))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ModelConfigError(
+            f"Could not get {filename} of {reference.hf_model_id} from Hugging Face ({e}). "
+            "Check the network, or download the checkpoint on another machine and pass its "
+            "path with -p model_id=str:/path/to/" + filename + " (offline: set HF_HUB_OFFLINE=1 "
+            "and HF_HOME to a cache that holds it)."
+        ) from e
+
+
+def build_video_model(
+    reference: ModelReference,
+    device: torch.device,
+    image_size: int | None = None,
+    builder_options: dict | None = None,
+) -> SAM2VideoPredictor:
+    """Read the checkpoint and build upstream's video predictor on `device`."""
+    started = time.perf_counter()
+    checkpoint = _checkpoint_file(reference)
+    overrides = []
+    if image_size is not None:
+        feat = image_size // 16
+        overrides = [
+            f"++model.image_size={image_size}",
+            # RoPE tables of memory attention are sized for the stride-16 feature map.
+            f"++model.memory_attention.layer.self_attention.feat_sizes=[{feat},{feat}]",
+            f"++model.memory_attention.layer.cross_attention.feat_sizes=[{feat},{feat}]",
+        ]
+    try:
+        model = build_sam2_video_predictor(
+            reference.config_name,
+            ckpt_path=str(checkpoint),
+            device=device,
+            hydra_overrides_extra=overrides,
+            **(builder_options or {}),
+        )
+    except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
+        raise ModelConfigError(
+            f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
+            "Check that the file is a SAM2 checkpoint of that architecture."
+        ) from e
+    _log.info(
+        "Loaded SAM2 %s (%s) on %s at %d px in %.1f s",
+        reference.describe(),
+        reference.config_name,
+        device,
+        model.image_size,
+        time.perf_counter() - started,
+    )
+    return model
