@@ -44,6 +44,18 @@ def _holes_fillable() -> bool:
     return torch.cuda.is_available()
 
 
+@contextlib.contextmanager
+def _tf32_matmuls() -> Iterator[None]:
+    """TF32 for float32 matmuls and convolutions, as upstream recommends on Ampere and newer GPUs,
+    restored afterwards so that other code in the process keeps its own precision."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 @dataclasses.dataclass(frozen=True)
 class FrameFeatures:
     """One frame's image-encoder output, shared by every object tracked on it."""
@@ -132,6 +144,8 @@ class StreamingSam2:
             stack.enter_context(torch.inference_mode())
             if self.dtype != torch.float32:
                 stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
+            if self.device.type == "cuda":
+                stack.enter_context(_tf32_matmuls())
             yield
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:

@@ -1,0 +1,73 @@
+"""Shape conversions between CVAT's formats and binary masks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sam2_runs import iou
+from synthetic import object_mask
+
+from tracker import shapes
+
+
+def _blob(seed: int, width: int = 200, height: int = 150) -> np.ndarray:
+    noise = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 12)
+    center = smooth[height // 2 - 20 : height // 2 + 20, width // 2 - 20 : width // 2 + 20]
+    return smooth > np.median(center)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        object_mask(320, 240, (160, 120), (45, 40)),
+        object_mask(64, 48, (20, 30), (6, 4)),
+        object_mask(320, 240, (5, 5), (60, 30)),  # cut by the image border
+        *[
+            shapes.mask_from_polygon(shapes.polygon_from_mask(_blob(s), 0), 200, 150)
+            for s in (1, 2)
+        ],
+    ],
+)
+def test_polygon_outline_matches_region_at_default_tolerance(mask):
+    height, width = mask.shape
+    polygon = shapes.polygon_from_mask(mask, tolerance=1.0)
+    xs, ys = polygon[0::2], polygon[1::2]
+    assert len(set(zip(xs, ys, strict=True))) >= 3
+    assert min(xs) >= 0 and max(xs) < width and min(ys) >= 0 and max(ys) < height
+    assert iou(shapes.mask_from_polygon(polygon, width, height), mask) >= 0.95
+
+
+def test_polygon_without_simplification_round_trips_exactly():
+    mask = object_mask(320, 240, (100, 90), (50, 30))
+    polygon = shapes.polygon_from_mask(mask, tolerance=0)
+    assert np.array_equal(shapes.mask_from_polygon(polygon, 320, 240), mask)
+
+
+def test_polygon_vertices_are_rounded_not_truncated():
+    square = [10.6, 10.6, 20.6, 10.6, 20.6, 20.6, 10.6, 20.6]
+    mask = shapes.mask_from_polygon(square, 40, 40)
+    ys, xs = np.nonzero(mask)
+    # Vertices go to the nearest pixel centre (11 and 21); truncation would give 10 and 20.
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (11, 21, 11, 21)
+
+
+def test_one_pixel_region_becomes_a_small_square():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[9, 9] = True
+    polygon = shapes.polygon_from_mask(mask, tolerance=1.0)
+    assert polygon == [9.0, 9.0, 10.0, 9.0, 10.0, 10.0, 9.0, 10.0]
+
+
+def test_rle_round_trip_and_rectangle():
+    mask = object_mask(320, 240, (160, 120), (45, 40))
+    rle = shapes.rle_from_mask(mask)
+    assert all(type(v) is int for v in rle)
+    assert np.array_equal(shapes.mask_from_rle(rle, 320, 240), mask)
+    ys, xs = np.nonzero(mask)
+    assert shapes.rectangle_from_mask(mask) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_rectangle_is_ordered_and_clipped_to_the_image():
+    assert shapes.box_from_rectangle([50, 60, -10, 5], 40, 30) == (0.0, 5.0, 40.0, 30.0)

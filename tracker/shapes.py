@@ -1,0 +1,127 @@
+"""CVAT shapes <-> binary masks: decode and check what users drew, encode what SAM2 tracked.
+
+Coordinates follow OpenCV's convention, as CVAT's own mask <-> polygon conversions do: pixel
+(x, y) is centred on the integer point (x, y). A rectangle covers the pixels it spans, so the box
+of a mask whose pixels run from x1 to x2 is [x1, x2 + 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from cvat_sdk.masks import decode_mask, encode_mask
+
+# Polygon vertices are rasterised with 4 fractional bits (1/16 px) instead of being truncated.
+_SUBPIXEL_BITS = 4
+# Beyond this, fixed-point coordinates would overflow OpenCV's int32; no real drawing gets there.
+_MAX_COORDINATE = float(1 << 24)
+
+
+class ShapeError(ValueError):
+    """A shape that cannot be tracked; the message tells the user what to change."""
+
+
+def _numbers(points: Sequence[float], what: str) -> np.ndarray:
+    try:
+        values = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ShapeError(f"The {what}'s points must be numbers; redraw it.") from e
+    if values.ndim != 1:
+        raise ShapeError(f"The {what}'s points must be a flat list of numbers; redraw it.")
+    if not np.isfinite(values).all():
+        raise ShapeError(f"The {what} has coordinates that are NaN or infinite; redraw it.")
+    return values
+
+
+def mask_from_rle(points: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Decode CVAT's mask format (run lengths, then an inclusive box) and check it."""
+    values = _numbers(points, "mask")
+    if values.size >= 5:
+        runs = values[:-4]
+        if (runs < 0).any() or runs.sum() > width * height:
+            raise ShapeError(
+                "The mask's run lengths do not fit the image; redraw the mask or re-export it."
+            )
+    try:
+        mask = decode_mask(points, image_width=width, image_height=height)
+    except (ValueError, TypeError) as e:
+        raise ShapeError(
+            f"The mask is not valid CVAT mask data for a {width}x{height} image ({e}); "
+            "redraw the mask on this frame."
+        ) from e
+    if not mask.any():
+        raise ShapeError("The mask is empty; paint the object before tracking it.")
+    return mask
+
+
+def mask_from_polygon(points: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Rasterise a polygon [x1, y1, x2, y2, ...] with sub-pixel rounding."""
+    values = _numbers(points, "polygon")
+    if values.size % 2:
+        raise ShapeError("The polygon has an odd number of coordinates; redraw it.")
+    vertices = values.reshape(-1, 2)
+    if len(np.unique(vertices, axis=0)) < 3:
+        raise ShapeError("The polygon needs at least 3 distinct points; redraw it.")
+    if np.abs(vertices).max() > _MAX_COORDINATE:
+        raise ShapeError("The polygon has points far outside the image; redraw it.")
+    fixed = np.round(vertices * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(mask, [fixed], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    if not mask.any():
+        raise ShapeError("The polygon lies entirely outside the image; redraw it on the image.")
+    return mask.astype(bool)
+
+
+def box_from_rectangle(
+    points: Sequence[float], width: int, height: int
+) -> tuple[float, float, float, float]:
+    """Check a rectangle [x1, y1, x2, y2] and clip it to the image."""
+    values = _numbers(points, "rectangle")
+    if values.size != 4:
+        raise ShapeError("A rectangle needs exactly 4 coordinates (x1, y1, x2, y2); redraw it.")
+    x1, x2 = sorted(values[0::2])
+    y1, y2 = sorted(values[1::2])
+    if x1 == x2 or y1 == y2:
+        raise ShapeError("The rectangle has zero area; draw a box around the object.")
+    x1, x2 = np.clip([x1, x2], 0, width)
+    y1, y2 = np.clip([y1, y2], 0, height)
+    if x1 == x2 or y1 == y2:
+        raise ShapeError("The rectangle lies entirely outside the image; draw it on the image.")
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def rle_from_mask(mask: np.ndarray) -> list[int]:
+    return encode_mask(np.asarray(mask, dtype=bool))
+
+
+def rectangle_from_mask(mask: np.ndarray) -> list[float]:
+    """The tight box of a non-empty mask, in CVAT's corner coordinates."""
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
+    """The outline of a non-empty mask's largest region, simplified within `tolerance` pixels.
+
+    A CVAT polygon is one ring, so other regions and holes are left out. The result always has
+    at least 3 distinct points inside the image.
+    """
+    contours, _ = cv2.findContours(
+        np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    contour = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    if tolerance > 0:
+        simplified = cv2.approxPolyDP(contour, tolerance, closed=True)
+        if len(np.unique(simplified.reshape(-1, 2), axis=0)) >= 3:
+            contour = simplified
+    vertices = contour.reshape(-1, 2)
+    if len(np.unique(vertices, axis=0)) < 3:
+        # A region one pixel thin: outline the pixels' square instead of a degenerate ring.
+        height, width = mask.shape
+        x1, y1 = vertices.min(axis=0)
+        x2 = min(vertices[:, 0].max() + 1, width)
+        y2 = min(vertices[:, 1].max() + 1, height)
+        vertices = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    return [float(v) for v in vertices.ravel()]
