@@ -106,7 +106,7 @@ def resolve_model(model_id: str, config: str | None = None) -> ModelReference:
                 f"found: {found}. Pass the file itself with -p model_id=str:<path>."
             )
         return _checkpoint_reference(chosen[0], config)
-    if path.suffix == ".pt" or os.sep in model_id:
+    if path.suffix == ".pt" or model_id.startswith((os.sep, ".", "~")):
         raise ModelConfigError(f"The checkpoint {model_id!r} does not exist on this machine.")
     ids = ", ".join(HF_MODEL_ID_TO_FILENAMES)
     raise ModelConfigError(

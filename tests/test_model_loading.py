@@ -1,0 +1,90 @@
+"""Model references, devices and lazy loading, with random-weight checkpoints offline."""
+
+from __future__ import annotations
+
+import shutil
+
+import cvat_sdk.auto_annotation as cvataa
+import pytest
+import torch
+from agent_worker import AgentWorker
+from checkpoints import ensure_hf_checkpoint
+from conftest import TINY
+
+from tracker import shapes
+from tracker.function import create
+
+SMALL = "facebook/sam2-hiera-small"
+
+
+def _tracks(function, video) -> None:
+    worker = AgentWorker(function)
+    (state,) = worker.init(video.image(0), ("mask", shapes.rle_from_mask(video.masks[0])))
+    for index in (1, 2):
+        (shape,) = worker.track(video.image(index), [state])
+        assert shape is not None and shape.type == "mask"
+
+
+@pytest.mark.parametrize("model_id", [TINY, SMALL])
+def test_loads_upstream_ids_from_the_offline_cache(hub_cache, video, model_id):
+    ensure_hf_checkpoint(hub_cache, model_id)
+    function = create(model_id=model_id, image_size=256)
+    _tracks(function, video)
+    assert function.engine.model.image_encoder.trunk.blocks  # the real Hiera backbone
+
+
+def test_loads_a_local_checkpoint_file_and_folder(tiny_checkpoint, tmp_path, video):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    local = folder / "sam2.1_hiera_tiny.pt"
+    shutil.copy(tiny_checkpoint, local)
+    _tracks(create(model_id=str(local), image_size=256), video)
+    _tracks(create(model_id=str(folder), image_size=256), video)
+    renamed = local.rename(folder / "finetuned.pt")
+    _tracks(create(model_id=str(renamed), config="sam2.1_hiera_t", image_size=256), video)
+
+
+def test_registration_reads_no_weights():
+    # No checkpoint of the large model exists anywhere, and the hub is offline.
+    function = create(model_id="facebook/sam2.1-hiera-large")
+    assert sorted(function.spec.supported_shape_types) == ["mask", "polygon", "rectangle"]
+    assert "engine" not in vars(function)
+    with pytest.raises(cvataa.BadFunctionError, match="sam2.1_hiera_large.pt"):
+        function.engine  # noqa: B018 - the first request loads the model
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model_id": "facebook/sam3-hiera-tiny"}, "Unknown SAM2 model 'facebook/sam3-hiera-tiny'"),
+        ({"model_id": "/no/such/sam2.1_hiera_tiny.pt"}, "does not exist on this machine"),
+        (
+            {"model_id": "facebook/sam2.1-hiera-tiny", "config": "sam9_hiera_q"},
+            "Unknown SAM2 config",
+        ),
+        ({"device": "tpu"}, "not a torch device"),
+        ({"dtype": "float8"}, "Unknown dtype"),
+    ],
+)
+def test_wrong_references_are_explained(params, message):
+    with pytest.raises(cvataa.BadFunctionError, match=message):
+        create(**params)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_explained():
+    with pytest.raises(cvataa.BadFunctionError, match="sees no CUDA GPU.*device=str:cpu"):
+        create(device="cuda")
+
+
+def test_checkpoint_without_known_name_needs_a_config(tiny_checkpoint, tmp_path):
+    custom = tmp_path / "mine.pt"
+    custom.symlink_to(tiny_checkpoint)
+    with pytest.raises(cvataa.BadFunctionError, match="-p config=str:"):
+        create(model_id=str(custom))
+
+
+def test_device_auto_is_the_cpu_here():
+    if not torch.cuda.is_available():
+        assert create().options.device == torch.device("cpu")
+        assert create().options.dtype == torch.float32
