@@ -1,0 +1,147 @@
+"""The real cvat-cli agent serving our function against a local CVAT stand-in server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cvat_sdk.masks import decode_mask
+from cvat_standin import CvatStandIn
+
+from tracker import shapes
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_FILE = ROOT / "ai-models" / "tracker" / "sam2" / "func.py"
+TOKEN = "test-token"
+SMALL = ["-p", "image_size=int:256"]
+
+
+@pytest.fixture()
+def standin(video):
+    frames = [video.image(i) for i in range(8)]
+    frames.append(video.image(8).resize((200, 150)))  # frame 8 has another size
+    server = CvatStandIn(frames, TOKEN).start()
+    yield server
+    server.stop()
+
+
+def cvat_cli(server: CvatStandIn, *args: str, token: str = TOKEN, **env: str):
+    executable = shutil.which("cvat-cli")
+    assert executable, "cvat-cli is not installed"
+    return subprocess.run(
+        [executable, "--server-host", server.url, *args],
+        env={**os.environ, "CVAT_ACCESS_TOKEN": token, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def register(server: CvatStandIn, *params: str) -> int:
+    result = cvat_cli(
+        server, "function", "create-native", "SAM2", f"--function-file={FUNCTION_FILE}", *params
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_create_native_registers_a_tracker_of_three_shape_types(standin, tiny_checkpoint):
+    function_id = register(standin, *SMALL)
+    function = standin.functions[function_id]
+    assert function["kind"] == "tracker" and function["provider"] == "native"
+    assert function["supported_shape_types"] == ["mask", "polygon", "rectangle"]
+
+
+def test_registration_needs_no_weights_and_no_network(standin, tmp_path):
+    empty_cache = tmp_path / "empty-hf-home"
+    result = cvat_cli(
+        standin,
+        "function",
+        "create-native",
+        "SAM2 large",
+        f"--function-file={FUNCTION_FILE}",
+        "-p",
+        "model_id=str:facebook/sam2.1-hiera-large",
+        HF_HOME=str(empty_cache),
+        HF_HUB_OFFLINE="1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert standin.functions[1]["kind"] == "tracker"
+    assert not list(empty_cache.rglob("*.pt"))
+
+
+def test_wrong_token_is_refused(standin):
+    result = cvat_cli(
+        standin,
+        "function",
+        "create-native",
+        "SAM2",
+        f"--function-file={FUNCTION_FILE}",
+        token="wrong",
+    )
+    assert result.returncode != 0
+    assert standin.unauthorized > 0 and not standin.functions
+
+
+def _assert_valid_shape(shape: dict, kind: str, width: int, height: int) -> None:
+    assert shape["type"] == kind
+    points = shape["points"]
+    if kind == "mask":
+        assert decode_mask(points, image_width=width, image_height=height).any()
+    elif kind == "polygon":
+        assert len(points) >= 6 and len(points) % 2 == 0
+        assert len(set(zip(points[0::2], points[1::2], strict=True))) >= 3
+        assert all(0 <= x <= width for x in points[0::2])
+        assert all(0 <= y <= height for y in points[1::2])
+    else:
+        x1, y1, x2, y2 = points
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def test_agent_tracks_and_survives_failed_requests(standin, video, tiny_checkpoint):
+    mask = video.masks[0]
+    x1, y1, x2, y2 = shapes.rectangle_from_mask(mask)
+    prompts = [
+        {"type": "mask", "points": shapes.rle_from_mask(mask)},
+        {"type": "polygon", "points": shapes.polygon_from_mask(mask, 1.0)},
+        {"type": "rectangle", "points": [x1 - 2, y1 - 2, x2 + 2, y2 + 2]},
+    ]
+    init = standin.init_tracking(0, prompts)
+    states = lambda server: server.completed[init]["states"]  # noqa: E731
+    tracks = [standin.track(frame, states) for frame in range(1, 6)]
+    unknown = standin.track(6, ["no-such-state"])
+    malformed = standin.init_tracking(6, [{"type": "polygon", "points": [1, 1, 5, 5, 1, 1]}])
+    resized = standin.track(8, states)
+    after_failures = standin.track(6, states)
+
+    function_id = register(standin, *SMALL)
+    result = cvat_cli(
+        standin,
+        "function",
+        "run-agent",
+        str(function_id),
+        "--burst",
+        f"--function-file={FUNCTION_FILE}",
+        *SMALL,
+    )
+    assert result.returncode == 0, result.stderr
+
+    assert len(standin.completed[init]["states"]) == 3
+    for ar_id in [*tracks, after_failures]:
+        completed = standin.completed[ar_id]
+        assert completed["states"] == standin.completed[init]["states"]
+        for prompt, shape in zip(prompts, completed["shapes"], strict=True):
+            _assert_valid_shape(shape, prompt["type"], 320, 240)
+
+    assert "not found" in standin.failed[unknown]["exc_info"]
+    malformed_error = standin.failed[malformed]["exc_info"]
+    assert (
+        "at least 3 distinct points" in malformed_error and "Unknown error" not in malformed_error
+    )
+    assert (
+        "Image sizes of the start frame and the current frame are different"
+        in (standin.failed[resized]["exc_info"])
+    )
