@@ -25,38 +25,48 @@ class Budgeted(Protocol):
 class StateBudget:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._states: collections.OrderedDict[int, weakref.ref[Budgeted]] = (
+        # id -> (weak reference, bytes when last counted), least recently used first.
+        self._states: collections.OrderedDict[int, tuple[weakref.ref[Budgeted], int]] = (
             collections.OrderedDict()
         )
+        self._total = 0
 
     def live_states(self) -> list[Budgeted]:
-        return [s for ref in self._states.values() if (s := ref()) is not None]
+        return [s for ref, _ in self._states.values() if (s := ref()) is not None]
 
     def total_bytes(self) -> int:
-        return sum(state.nbytes() for state in self.live_states())
+        return self._total
 
     def add(self, state: Budgeted) -> None:
         """Count a new state, dropping the least recently used ones while over the budget."""
         key = id(state)
-        self._states[key] = weakref.ref(state, lambda _, key=key: self._states.pop(key, None))
-        self._enforce(keep=state)
+        self._states[key] = (weakref.ref(state, lambda _, key=key: self._forget(key)), 0)
+        self.touch(state)
 
     def touch(self, state: Budgeted) -> None:
-        """Mark `state` as just used and re-check the budget (a state grows until it is full)."""
+        """Mark `state` as just used and re-count it (a state grows until its memory is full)."""
         key = id(state)
-        if key in self._states:
-            self._states.move_to_end(key)
-            self._enforce(keep=state)
+        if key not in self._states:
+            return
+        ref, counted = self._states[key]
+        size = state.nbytes()
+        self._states[key] = (ref, size)
+        self._states.move_to_end(key)
+        self._total += size - counted
+        self._enforce(keep=key)
 
-    def _enforce(self, keep: Budgeted) -> None:
-        total = self.total_bytes()
+    def _forget(self, key: int) -> None:
+        _, counted = self._states.pop(key, (None, 0))
+        self._total -= counted
+
+    def _enforce(self, keep: int) -> None:
         for key in list(self._states):
-            if total <= self.max_bytes:
+            if self._total <= self.max_bytes:
                 break
-            state = self._states[key]()
-            if state is None or state is keep:
+            if key == keep:
                 continue
-            total -= state.nbytes()
-            state.release()
-            del self._states[key]
-            _log.info("Dropped the least recently used tracking state to stay within the budget")
+            state = self._states[key][0]()
+            self._forget(key)
+            if state is not None:
+                state.release()
+                _log.info("Dropped the least recently used tracking state to stay within budget")
