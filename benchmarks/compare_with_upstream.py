@@ -292,6 +292,30 @@ def _table(ours: dict, upstream: dict, cvat_bytes: int) -> str:
     return "\n".join(lines)
 
 
+def _run_systems(workdir: Path) -> dict[str, dict]:
+    """Each system in its own process. Timings drift between processes on a busy machine, so
+    the systems take turns twice and keep their better round; the first round also measures
+    state sizes and peak memory."""
+    results: dict[str, dict] = {}
+    for extra in ([], ["--timing-only"]):
+        for system in ("ours", "upstream"):
+            command = [sys.executable, __file__, *sys.argv[1:], "--system", system]
+            command += ["--workdir", str(workdir), *extra]
+            started = time.perf_counter()
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            result = json.loads(output.strip().splitlines()[-1])
+            label = system + (" (timing round)" if extra else "")
+            print(f"{label}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            if system not in results:
+                results[system] = result
+                continue
+            best = results[system]
+            best["encoder_s"] = min(best["encoder_s"], result["encoder_s"])
+            for count, seconds in result["per_object_s"].items():
+                best["per_object_s"][count] = min(best["per_object_s"][count], seconds)
+    return results
+
+
 def main() -> None:
     args = _arguments()
     if args.system:
@@ -299,21 +323,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         _prepare(args, workdir)
-        results = {}
-        for system in ("ours", "upstream"):
-            command = [
-                sys.executable,
-                __file__,
-                *sys.argv[1:],
-                "--system",
-                system,
-                "--workdir",
-                str(workdir),
-            ]
-            started = time.perf_counter()
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results[system] = json.loads(output.strip().splitlines()[-1])
-            print(f"{system}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        results = _run_systems(workdir)
     cvat_bytes = _cvat_reference_bytes(args)
     table = _table(results["ours"], results["upstream"], cvat_bytes)
     print(table)

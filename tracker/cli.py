@@ -1,0 +1,153 @@
+"""`sam2-tracker track`: run the CVAT tracking function on a local video, without CVAT.
+
+It makes exactly the calls cvat-cli's agent makes (`preprocess_image` once per frame,
+`init_tracking_state` per shape on the first frame, `track` per shape on the others), so what it
+shows is what CVAT will get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import cvat_sdk.auto_annotation as cvataa
+import numpy as np
+import PIL.Image
+from tqdm import tqdm
+
+from tracker import shapes
+from tracker.cli_outputs import OutputWriter
+from tracker.function import create
+from tracker.video_io import VideoReadError, open_video
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Context(cvataa.TrackingFunctionShapeContext):
+    original_shape_type: str
+
+
+class _Prompt(argparse.Action):
+    """Collects --mask/--polygon/--box in the order given: one object each."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        prompts = getattr(namespace, "prompts", None) or []
+        prompts.append((self.dest, values))
+        namespace.prompts = prompts
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError as e:
+        raise CliError(f"{option} wants comma-separated numbers, got {text!r}") from e
+
+
+def _shape(kind: str, value: str, width: int, height: int) -> tuple[str, list]:
+    """A CVAT shape (type, points) for one command-line prompt, checked against the frame."""
+    if kind == "mask":
+        try:
+            with PIL.Image.open(value) as image:
+                mask = np.array(image.convert("L")) > 0
+        except OSError as e:
+            raise CliError(f"Cannot read the mask {value}: {e}") from e
+        if mask.shape != (height, width):
+            raise CliError(
+                f"The mask {value} is {mask.shape[1]}x{mask.shape[0]}; "
+                f"the video's frames are {width}x{height}."
+            )
+        if not mask.any():
+            raise CliError(f"The mask {value} is empty: paint the object with non-zero pixels.")
+        return "mask", shapes.rle_from_mask(mask)
+    if kind == "polygon":
+        return "polygon", _numbers(value, "--polygon")
+    return "rectangle", _numbers(value, "--box")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sam2-tracker", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    track = commands.add_parser("track", help="track objects through a video or image folder")
+    track.add_argument("input", type=Path, help="a video file or a folder of images")
+    track.add_argument("--out", type=Path, required=True, help="folder for the results")
+    for option, meta, text in [
+        ("--mask", "MASK.png", "an image of the frame's size; non-zero pixels are the object"),
+        ("--polygon", "X1,Y1,X2,Y2,...", "a polygon around the object"),
+        ("--box", "X1,Y1,X2,Y2", "a box around the object"),
+    ]:
+        track.add_argument(option, action=_Prompt, metavar=meta, help=text + " (repeatable)")
+    track.add_argument("--start", type=int, default=0, help="the frame the objects are on")
+    track.add_argument("--frames", type=int, help="how many frames to process (default: all)")
+    track.add_argument("--model-id", default="facebook/sam2.1-hiera-tiny")
+    track.add_argument("--device", default="auto")
+    track.add_argument("--image-size", type=int, help="SAM2 input size (default: the model's)")
+    return parser
+
+
+def track(args: argparse.Namespace) -> None:
+    prompts = getattr(args, "prompts", None)
+    if not prompts:
+        raise CliError("Give at least one object with --mask, --polygon or --box.")
+    video = open_video(args.input)
+    if not 0 <= args.start < video.frame_count:
+        raise CliError(
+            f"--start {args.start} is outside the video, which has frames 0 to "
+            f"{video.frame_count - 1}."
+        )
+    count = video.frame_count - args.start if args.frames is None else args.frames
+    count = max(min(count, video.frame_count - args.start), 1)
+    params = {"model_id": args.model_id, "device": args.device}
+    if args.image_size is not None:
+        params["image_size"] = args.image_size
+    function = create(**params)
+
+    frames = video.frames(args.start, count)
+    first = next(frames)
+    width, height = first.size
+    objects = [_shape(kind, value, width, height) for kind, value in prompts]
+    writer = OutputWriter(args.out, width, height, video.fps, count)
+    started = time.perf_counter()
+    pp_image = function.preprocess_image(_Context("image"), first)
+    states = [
+        function.init_tracking_state(
+            _Context(kind), pp_image, cvataa.TrackableShape(type=kind, points=points)
+        )
+        for kind, points in objects
+    ]
+    writer.add(args.start, first, list(objects))
+    progress = tqdm(frames, total=count - 1, unit="frame", desc="tracking", file=sys.stderr)
+    for offset, image in enumerate(progress, start=1):
+        if image.size != (width, height):
+            raise CliError(f"Frame {args.start + offset} has another size than the first frame.")
+        pp_image = function.preprocess_image(_Context("image"), image)
+        results = []
+        for (kind, _), state in zip(objects, states, strict=True):
+            shape = function.track(_Context(kind), pp_image, state)
+            results.append(None if shape is None else (shape.type, shape.points))
+        writer.add(args.start + offset, image, results)
+    writer.close([{"object": i, "type": kind} for i, (kind, _) in enumerate(objects)])
+    elapsed = time.perf_counter() - started
+    print(f"Tracked {len(objects)} object(s) over {count} frames in {elapsed:.1f} s; "
+          f"results in {args.out}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        track(args)
+    except (CliError, VideoReadError, cvataa.BadFunctionError, OSError) as e:
+        print(f"sam2-tracker: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
