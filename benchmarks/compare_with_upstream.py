@@ -194,10 +194,10 @@ def _upstream_object_bytes(inference_state, obj_idx: int = 0) -> int:
 def _run_upstream(args, video, device) -> dict:
     import torch
 
-    from tracker.model_loading import build_video_model, resolve_dtype, resolve_model
+    from tracker.model_loading import build_model, resolve_dtype, resolve_model
 
     dtype = resolve_dtype("auto", device)
-    model = build_video_model(resolve_model(args.model_id), device, args.image_size)
+    model = build_model(resolve_model(args.model_id), device, args.image_size)
     result = _encoder_figures(model, device, dtype, video.image(0), args.image_size)
     encode = _Timer(model, "forward_image", device)
     result["per_object_s"], result["state_bytes"] = {}, {}

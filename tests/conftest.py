@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from checkpoints import ensure_hf_checkpoint  # noqa: E402
 from synthetic import SyntheticVideo, make_video  # noqa: E402
 
-from tracker.model_loading import build_video_model, resolve_model  # noqa: E402
+from tracker.model_loading import build_model, resolve_model  # noqa: E402
 
 TINY = "facebook/sam2.1-hiera-tiny"
 SMALL_IMAGE_SIZE = 256
@@ -41,7 +41,7 @@ def tiny_checkpoint(hub_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
     """The default model at 256 px, shared by tests that only read it."""
-    return build_video_model(resolve_model(TINY), device=_cpu(), image_size=SMALL_IMAGE_SIZE)
+    return build_model(resolve_model(TINY), device=_cpu(), image_size=SMALL_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,12 @@ class CvatStandIn:
 
         return self.enqueue(script)
 
+    def interact(self, frame: int, pos=(), neg=(), box=None) -> str:
+        return self.enqueue({"type": "interact", "task": TASK_ID, "frame": frame,
+                             "pos_points": [list(p) for p in pos],
+                             "neg_points": [list(p) for p in neg],
+                             "obj_bbox": [list(c) for c in box] if box else []})  # fmt: skip
+
     # -- serving ---------------------------------------------------------------------------------
 
     @property
@@ -173,9 +179,12 @@ class CvatStandIn:
         return {"count": 1, "next": None, "previous": None, "results": [label]}
 
     def register(self, body: dict) -> dict:
+        """Store a function as CVAT does, with its defaults for fields a spec may leave out."""
+        defaults = {"min_neg_points": -1, "startswith_box": False, "startswith_box_optional": False}
         with self._lock:
             function_id = len(self.functions) + 1
             self.functions[function_id] = {
+                **(defaults if body.get("kind") == "interactor" else {}),
                 **body,
                 "id": function_id,
                 "owner": None,

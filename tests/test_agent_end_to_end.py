@@ -145,3 +145,30 @@ def test_agent_tracks_and_survives_failed_requests(standin, video, tiny_checkpoi
         "Image sizes of the start frame and the current frame are different"
         in (standin.failed[resized]["exc_info"])
     )
+
+
+INTERACTOR_FILE = ROOT / "ai-models" / "interactor" / "sam2" / "func.py"
+
+
+def test_interactor_registers_and_serves_clicks(standin, tiny_checkpoint):
+    result = cvat_cli(standin, "function", "create-native", "SAM2 interactor",
+                      f"--function-file={INTERACTOR_FILE}", *SMALL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    function = standin.functions[1]
+    assert function["kind"] == "interactor"
+    assert function["min_pos_points"] == 0 and function["startswith_box_optional"] is True
+    clicks = [
+        standin.interact(0, pos=[(160, 120)]),
+        standin.interact(0, pos=[(160, 120)], neg=[(20, 20)]),
+        standin.interact(0, box=[(110, 70), (210, 170)]),
+        standin.interact(3, pos=[(150, 110)], box=[(110, 70), (210, 170)]),
+    ]
+    outside = standin.interact(0, pos=[(999, 5)])
+    result = cvat_cli(standin, "function", "run-agent", "1", "--burst",
+                      f"--function-file={INTERACTOR_FILE}", *SMALL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for ar_id in clicks:
+        (shape,) = standin.completed[ar_id]["shapes"]
+        assert shape["type"] == "mask"
+        assert decode_mask(shape["points"], image_width=320, image_height=240).any()
+    assert "outside the 320x240 image" in standin.failed[outside]["exc_info"]

@@ -14,7 +14,7 @@ from sam2_runs import (
 )
 
 from tracker.engine import StreamingSam2
-from tracker.model_loading import build_video_model, resolve_model
+from tracker.model_loading import build_model, resolve_model
 
 
 def _assert_masks_agree(upstream, ours):
@@ -49,7 +49,7 @@ def test_memory_attention_inputs_match_upstream_past_the_pointer_window(tiny_mod
 def test_masks_match_upstream_at_larger_sizes(tiny_checkpoint, video, image_size):
     # Two tracked frames after the prompt frame; upstream still sees the whole 32-frame video so
     # that both normalise object-pointer positions by the same window.
-    model = build_video_model(resolve_model(TINY), torch.device("cpu"), image_size=image_size)
+    model = build_model(resolve_model(TINY), torch.device("cpu"), image_size=image_size)
     _assert_masks_agree(
         upstream_masks(model, video, 3), engine_masks(StreamingSam2(model), video, 3)[0]
     )

@@ -86,5 +86,5 @@ def test_checkpoint_without_known_name_needs_a_config(tiny_checkpoint, tmp_path)
 
 def test_device_auto_is_the_cpu_here():
     if not torch.cuda.is_available():
-        assert create().options.device == torch.device("cpu")
-        assert create().options.dtype == torch.float32
+        assert create().options.model.device == torch.device("cpu")
+        assert create().options.model.dtype == torch.float32

@@ -26,6 +26,7 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 from sam2.utils.misc import fill_holes_in_mask_scores
 
 from tracker.frames import to_model_input
+from tracker.precision import inference_context
 
 _log = logging.getLogger(__name__)
 
@@ -42,18 +43,6 @@ def _holes_fillable() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
-
-
-@contextlib.contextmanager
-def _tf32_matmuls() -> Iterator[None]:
-    """TF32 for float32 matmuls and convolutions, as upstream recommends on Ampere and newer GPUs,
-    restored afterwards so that other code in the process keeps its own precision."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,15 +127,8 @@ class StreamingSam2:
                 "(upstream SAM2 skips it too)"
             )
 
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
-            if self.dtype != torch.float32:
-                stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
-            if self.device.type == "cuda":
-                stack.enter_context(_tf32_matmuls())
-            yield
+    def _inference(self) -> contextlib.AbstractContextManager:
+        return inference_context(self.device, self.dtype)
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """Run the image encoder once for a frame; every object on it reuses the result."""

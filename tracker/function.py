@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
 from tracker import shapes
 from tracker.engine import FrameFeatures, ObjectState, Prediction, StreamingSam2
-from tracker.model_loading import ModelConfigError
 from tracker.options import TrackerOptions
 from tracker.state_budget import StateBudget
-
-_log = logging.getLogger(__name__)
+from tracker.user_errors import reported_to_user
 
 SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
 
@@ -51,12 +48,8 @@ class Sam2TrackingFunction:
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """The model is loaded on first use, so registering the function needs no weights."""
-        try:
-            model = self.options.load_model()
-        except ModelConfigError as e:
-            raise cvataa.BadFunctionError(str(e)) from e
-        _log.info("Running SAM2 with %s on %s", self.options.dtype, self.options.device)
-        return StreamingSam2(model, dtype=self.options.dtype)
+        with reported_to_user():
+            return StreamingSam2(self.options.model.load(), dtype=self.options.model.dtype)
 
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
@@ -70,7 +63,7 @@ class Sam2TrackingFunction:
         shape: cvataa.TrackableShape,
     ) -> TrackingState:
         width, height = pp_image.width, pp_image.height
-        try:
+        with reported_to_user():
             if shape.type == "rectangle":
                 # A box is SAM2's own prompt for "the object in here": it segments the object and
                 # tracks that. Filling the rectangle as a mask would instead make SAM2 track a
@@ -88,8 +81,6 @@ class Sam2TrackingFunction:
                     f"Shapes of type {shape.type!r} cannot be tracked; "
                     f"use one of: {', '.join(SUPPORTED_SHAPE_TYPES)}."
                 )
-        except shapes.ShapeError as e:
-            raise cvataa.BadFunctionError(str(e)) from e
         state = TrackingState(object_state, shape.type)
         self.budget.add(state)
         return state
@@ -128,8 +119,5 @@ class Sam2TrackingFunction:
 
 def create(**params: object) -> Sam2TrackingFunction:
     """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    try:
-        options = TrackerOptions.from_params(params)
-    except ValueError as e:
-        raise cvataa.BadFunctionError(str(e)) from e
-    return Sam2TrackingFunction(options)
+    with reported_to_user():
+        return Sam2TrackingFunction(TrackerOptions.from_params(params))

@@ -12,18 +12,24 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2_video_predictor
-from sam2.sam2_video_predictor import SAM2VideoPredictor
+from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2, build_sam2_video_predictor
+from sam2.modeling.sam2_base import SAM2Base
 
 _log = logging.getLogger(__name__)
 
 #: Checkpoint file name -> config name, for every upstream checkpoint.
 CONFIG_BY_CHECKPOINT_NAME = {ckpt: cfg for cfg, ckpt in HF_MODEL_ID_TO_FILENAMES.values()}
 
-#: Builder keywords that users may set with `-p`; the rest of its signature is ours to fill.
+#: Upstream's builders: the video predictor for tracking, the plain model for image prompts.
+Builder = Callable[..., SAM2Base]
+VIDEO_BUILDER: Builder = build_sam2_video_predictor
+IMAGE_BUILDER: Builder = build_sam2
+
+#: Builder keywords that are ours to fill; users may set the others with `-p`.
 _BUILDER_OWN_ARGS = {
     "config_file",
     "ckpt_path",
@@ -32,9 +38,10 @@ _BUILDER_OWN_ARGS = {
     "hydra_overrides_extra",
     "kwargs",
 }
-BUILDER_OPTIONS = frozenset(
-    inspect.signature(build_sam2_video_predictor).parameters.keys() - _BUILDER_OWN_ARGS
-)
+
+
+def builder_options(builder: Builder) -> frozenset[str]:
+    return frozenset(inspect.signature(builder).parameters.keys() - _BUILDER_OWN_ARGS)
 
 
 class ModelConfigError(ValueError):
@@ -177,12 +184,13 @@ def check_image_size(image_size: int | None) -> int | None:
     return image_size
 
 
-def check_builder_options(options: dict) -> dict:
-    unknown = sorted(set(options) - BUILDER_OPTIONS)
+def check_builder_options(options: dict, builder: Builder) -> dict:
+    known = builder_options(builder)
+    unknown = sorted(set(options) - known)
     if unknown:
         raise ModelConfigError(
-            f"Unknown parameter(s) {', '.join(unknown)}. The SAM2 model builder accepts: "
-            f"{', '.join(sorted(BUILDER_OPTIONS))}."
+            f"Unknown parameter(s) {', '.join(unknown)}. Besides this function's own, the SAM2 "
+            f"model builder accepts: {', '.join(sorted(known))}."
         )
     return options
 
@@ -205,13 +213,14 @@ def _checkpoint_file(reference: ModelReference) -> Path:
         ) from e
 
 
-def build_video_model(
+def build_model(
     reference: ModelReference,
     device: torch.device,
     image_size: int | None = None,
-    builder_options: dict | None = None,
-) -> SAM2VideoPredictor:
-    """Read the checkpoint and build upstream's video predictor on `device`."""
+    options: dict | None = None,
+    builder: Builder = VIDEO_BUILDER,
+) -> SAM2Base:
+    """Read the checkpoint and build the model with upstream's `builder` on `device`."""
     started = time.perf_counter()
     checkpoint = _checkpoint_file(reference)
     overrides = []
@@ -224,12 +233,12 @@ def build_video_model(
             f"++model.memory_attention.layer.cross_attention.feat_sizes=[{feat},{feat}]",
         ]
     try:
-        model = build_sam2_video_predictor(
+        model = builder(
             reference.config_name,
             ckpt_path=str(checkpoint),
             device=device,
             hydra_overrides_extra=overrides,
-            **(builder_options or {}),
+            **(options or {}),
         )
     except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
         raise ModelConfigError(

@@ -1,0 +1,109 @@
+"""Click-to-segment with SAM2 on single images: one embedding per image, many prompts on it.
+
+This drives upstream's `SAM2ImagePredictor`. Two adaptations, both configuration rather than
+copies of its code:
+- it hard-codes the backbone feature sizes of a 1024 px model (`_bb_feat_sizes`); they are
+  derived here from the model's `image_size`, so smaller input sizes work;
+- it keeps one image's features inside the predictor, whereas the agent caches several
+  preprocessed images; each `ImageEmbedding` keeps its own features and is put back into the
+  predictor before its prompts are decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import PIL.Image
+import torch
+from sam2.modeling.sam2_base import SAM2Base
+from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+from tracker.precision import inference_context
+
+
+class PromptError(ValueError):
+    """Prompts that cannot be used; the message tells the user what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEmbedding:
+    width: int
+    height: int
+    features: dict  # SAM2ImagePredictor's `_features` for this image
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    mask: np.ndarray  # bool, the image's size
+    predicted_iou: float
+
+
+class Sam2ImageSegmenter:
+    def __init__(self, model: SAM2Base, dtype: torch.dtype = torch.float32) -> None:
+        self.device = model.device
+        self.dtype = dtype
+        self.predictor = SAM2ImagePredictor(model)
+        stride4 = model.image_size // 4
+        self.predictor._bb_feat_sizes = [(stride4 // k, stride4 // k) for k in (1, 2, 4)]
+
+    def embed(self, image: PIL.Image.Image) -> ImageEmbedding:
+        """Run the image encoder (the expensive part) once for an image."""
+        with inference_context(self.device, self.dtype):
+            self.predictor.set_image(np.array(image.convert("RGB")))
+        return ImageEmbedding(image.width, image.height, self.predictor._features)
+
+    def segment(
+        self,
+        embedding: ImageEmbedding,
+        positive: list[tuple[float, float]],
+        negative: list[tuple[float, float]],
+        box: tuple[float, float, float, float] | None,
+    ) -> Segmentation:
+        """The best mask for points and/or a box, in image pixels."""
+        points = _checked_points(positive + negative, embedding)
+        if box is not None:
+            box = _checked_box(box, embedding)
+        if not points and box is None:
+            raise PromptError("Give at least one point or a box around the object.")
+        labels = [1] * len(positive) + [0] * len(negative)
+        # One click alone is ambiguous (a part or the whole?): SAM2 proposes three masks and the
+        # one it predicts best is kept. With more prompts a single mask is what SAM2 is trained for.
+        multimask = len(points) == 1 and box is None
+        self.predictor._features = embedding.features
+        self.predictor._orig_hw = [(embedding.height, embedding.width)]
+        self.predictor._is_image_set = True
+        with inference_context(self.device, self.dtype):
+            masks, ious, _ = self.predictor.predict(
+                point_coords=np.array(points, dtype=np.float32) if points else None,
+                point_labels=np.array(labels, dtype=np.int32) if points else None,
+                box=np.array(box, dtype=np.float32) if box is not None else None,
+                multimask_output=multimask,
+            )
+        best = int(np.argmax(ious))
+        return Segmentation(masks[best] > 0, float(np.clip(ious[best], 0.0, 1.0)))
+
+
+def _checked_points(points: list[tuple[float, float]], image: ImageEmbedding) -> list:
+    array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(array).all():
+        raise PromptError("A point has a NaN or infinite coordinate; click again.")
+    inside = (array >= 0).all(axis=1) & (array[:, 0] <= image.width) & (array[:, 1] <= image.height)
+    if not inside.all():
+        x, y = array[~inside][0]
+        raise PromptError(
+            f"The point ({x:g}, {y:g}) is outside the {image.width}x{image.height} image; "
+            "click on the image."
+        )
+    return array.tolist()
+
+
+def _checked_box(box: tuple[float, float, float, float], image: ImageEmbedding) -> list[float]:
+    values = np.asarray(box, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise PromptError("The box has a NaN or infinite coordinate; draw it again.")
+    x1, x2 = np.clip(sorted(values[0::2]), 0, image.width)
+    y1, y2 = np.clip(sorted(values[1::2]), 0, image.height)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise PromptError("The box is empty or outside the image; draw a box around the object.")
+    return [float(x1), float(y1), float(x2), float(y2)]

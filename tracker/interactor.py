@@ -1,0 +1,73 @@
+"""The CVAT interaction function: clicks and boxes on a frame to a SAM2 mask.
+
+It implements `cvat_sdk.auto_annotation.InteractionFunction` on top of `tracker.image_prompts`,
+with the same loading parameters as the tracker. The agent caches `preprocess_image` results, so
+further clicks on the same frame only run SAM2's prompt encoder and mask decoder.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cvat_sdk.auto_annotation as cvataa
+import PIL.Image
+from cvat_sdk import models
+
+from tracker import model_loading, shapes
+from tracker.image_prompts import ImageEmbedding, PromptError, Sam2ImageSegmenter
+from tracker.options import ModelOptions
+from tracker.user_errors import reported_to_user
+
+
+class Sam2InteractionFunction:
+    # Points alone, a box alone, or both: nothing is required by the spec, so CVAT's UI accepts
+    # each combination; a request with no prompt at all is refused by `detect` with a message.
+    spec = cvataa.InteractionFunctionSpec(min_pos_points=0, min_neg_points=0, min_bounding_boxes=0)
+
+    def __init__(self, options: ModelOptions) -> None:
+        self.options = options
+
+    @functools.cached_property
+    def segmenter(self) -> Sam2ImageSegmenter:
+        with reported_to_user():
+            return Sam2ImageSegmenter(self.options.load(), dtype=self.options.dtype)
+
+    def preprocess_image(
+        self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
+    ) -> ImageEmbedding:
+        return self.segmenter.embed(image)
+
+    def detect(
+        self,
+        context: cvataa.InteractionFunctionContext,
+        pp_image: ImageEmbedding,
+        prompts: cvataa.InteractionPrompts,
+    ) -> list[cvataa.InteractionResultShape]:
+        box = None
+        if prompts.bounding_box is not None:
+            (x1, y1), (x2, y2) = prompts.bounding_box
+            box = (x1, y1, x2, y2)
+        try:
+            result = self.segmenter.segment(
+                pp_image, list(prompts.pos_points), list(prompts.neg_points), box
+            )
+        except PromptError as e:
+            raise cvataa.BadFunctionError(str(e)) from e
+        if not result.mask.any():
+            return []
+        confidence = models.AttributeValRequest(
+            spec_id=cvataa.InteractionResultAttributes.CONFIDENCE, value=str(result.predicted_iou)
+        )
+        return [
+            cvataa.InteractionResultShape(
+                type="mask", points=shapes.rle_from_mask(result.mask), attributes=[confidence]
+            )
+        ]
+
+
+def create(**params: object) -> Sam2InteractionFunction:
+    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
+    with reported_to_user():
+        return Sam2InteractionFunction(
+            ModelOptions.from_params(params, model_loading.IMAGE_BUILDER)
+        )
