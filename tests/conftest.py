@@ -28,6 +28,15 @@ TINY = "facebook/sam2.1-hiera-tiny"
 SMALL_IMAGE_SIZE = 256
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak-requests",
+        type=int,
+        default=30,
+        help="track requests (of 50 states each) in the memory soak test, after warm-up",
+    )
+
+
 @pytest.fixture(scope="session")
 def hub_cache() -> Path:
     return HF_HOME / "hub"

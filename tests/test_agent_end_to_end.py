@@ -172,3 +172,31 @@ def test_interactor_registers_and_serves_clicks(standin, tiny_checkpoint):
         assert shape["type"] == "mask"
         assert decode_mask(shape["points"], image_width=320, image_height=240).any()
     assert "outside the 320x240 image" in standin.failed[outside]["exc_info"]
+
+
+def test_worker_survives_a_burst_of_bad_requests(standin, video, tiny_checkpoint):
+    init = standin.init_tracking(
+        0, [{"type": "mask", "points": shapes.rle_from_mask(video.masks[0])}]
+    )
+    states = lambda server: server.completed[init]["states"]  # noqa: E731
+    bad = [
+        standin.init_tracking(1, [{"type": "mask", "points": [5, 0, 0, 999, 999]}]),
+        standin.init_tracking(1, [{"type": "polygon", "points": [1, 2, float("nan"), 4, 5, 6]}]),
+        standin.init_tracking(1, [{"type": "rectangle", "points": [10, 10, 10, 10]}]),
+        standin.init_tracking(1, [{"type": "ellipse", "points": [10, 10, 20, 20]}]),
+        standin.init_tracking(99, [{"type": "rectangle", "points": [10, 10, 50, 50]}]),
+        standin.track(2, ["no-such-state"]),
+        standin.track(8, states),
+    ]
+    good = standin.track(1, states)
+    function_id = register(standin, *SMALL)
+    result = cvat_cli(standin, "function", "run-agent", str(function_id), "--burst",
+                      f"--function-file={FUNCTION_FILE}", *SMALL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert set(bad) <= set(standin.failed)
+    for ar_id in bad:
+        assert "Unknown error" not in standin.failed[ar_id]["exc_info"]
+        assert "Worker process crashed" not in standin.failed[ar_id]["exc_info"]
+    # The state made before the burst still exists: the worker process was never restarted.
+    (shape,) = standin.completed[good]["shapes"]
+    assert shape["type"] == "mask"

@@ -16,8 +16,44 @@ IMAGE_MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, N
 IMAGE_STD = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
 
 
+class FrameError(ValueError):
+    """A frame that cannot be turned into RGB; the message says what to do."""
+
+
+def _scaled_to_8_bits(values: np.ndarray) -> np.ndarray:
+    """Greyscale of more than 8 bits (PIL modes I;16, I, F) to 0..255, by what the range says:
+    0..1 floats and 0..255 values keep their meaning, 16-bit values are divided by 257, and any
+    other range is stretched from its minimum to its maximum."""
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    if low >= 0 and high <= 1 and values.dtype.kind == "f":
+        values = values * 255
+    elif low >= 0 and high <= 255:
+        pass
+    elif low >= 0 and high <= 65535:
+        values = values / 257
+    elif high > low:
+        values = (values - low) / (high - low) * 255
+    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+
+
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The frame as 8-bit RGB. Greyscale becomes equal R, G and B, as upstream's loader does."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image)
+        values = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
+        return PIL.Image.fromarray(_scaled_to_8_bits(values), mode="L").convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise FrameError(
+            f"Frames of image mode {image.mode!r} cannot be converted to RGB ({e}); "
+            "re-encode the video or images as 8-bit RGB or greyscale."
+        ) from e
+
+
 def to_model_input(image: PIL.Image.Image, image_size: int) -> torch.Tensor:
     """Return a normalised float32 tensor of shape (3, image_size, image_size) on the CPU."""
-    pixels = np.array(image.convert("RGB").resize((image_size, image_size)))
+    pixels = np.array(to_rgb(image).resize((image_size, image_size)))
     tensor = torch.from_numpy(pixels / 255.0).permute(2, 0, 1).to(torch.float32)
     return (tensor - IMAGE_MEAN) / IMAGE_STD

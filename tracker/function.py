@@ -54,7 +54,8 @@ class Sam2TrackingFunction:
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
     ) -> FrameFeatures:
-        return self.engine.encode(image)
+        with reported_to_user():
+            return self.engine.encode(image)
 
     def init_tracking_state(
         self,

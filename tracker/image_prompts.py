@@ -19,6 +19,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+from tracker.frames import to_rgb
 from tracker.precision import inference_context
 
 
@@ -50,7 +51,7 @@ class Sam2ImageSegmenter:
     def embed(self, image: PIL.Image.Image) -> ImageEmbedding:
         """Run the image encoder (the expensive part) once for an image."""
         with inference_context(self.device, self.dtype):
-            self.predictor.set_image(np.array(image.convert("RGB")))
+            self.predictor.set_image(np.array(to_rgb(image)))
         return ImageEmbedding(image.width, image.height, self.predictor._features)
 
     def segment(

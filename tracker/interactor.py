@@ -14,7 +14,7 @@ import PIL.Image
 from cvat_sdk import models
 
 from tracker import model_loading, shapes
-from tracker.image_prompts import ImageEmbedding, PromptError, Sam2ImageSegmenter
+from tracker.image_prompts import ImageEmbedding, Sam2ImageSegmenter
 from tracker.options import ModelOptions
 from tracker.user_errors import reported_to_user
 
@@ -35,7 +35,8 @@ class Sam2InteractionFunction:
     def preprocess_image(
         self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
     ) -> ImageEmbedding:
-        return self.segmenter.embed(image)
+        with reported_to_user():
+            return self.segmenter.embed(image)
 
     def detect(
         self,
@@ -47,12 +48,10 @@ class Sam2InteractionFunction:
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = (x1, y1, x2, y2)
-        try:
+        with reported_to_user():
             result = self.segmenter.segment(
                 pp_image, list(prompts.pos_points), list(prompts.neg_points), box
             )
-        except PromptError as e:
-            raise cvataa.BadFunctionError(str(e)) from e
         if not result.mask.any():
             return []
         confidence = models.AttributeValRequest(

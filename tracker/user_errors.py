@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import cvat_sdk.auto_annotation as cvataa
 
+from tracker.frames import FrameError
+from tracker.image_prompts import PromptError
 from tracker.model_loading import ModelConfigError
 from tracker.shapes import ShapeError
 
-USER_ERRORS = (ModelConfigError, ShapeError)
+USER_ERRORS = (FrameError, ModelConfigError, PromptError, ShapeError)
 
 
 @contextlib.contextmanager
