@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -43,6 +44,21 @@ def _holes_fillable() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def _downscaled(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of a mask prompt to the model's size, as upstream does."""
+    resize = functools.partial(
+        F.interpolate, size=(size, size), align_corners=False, mode="bilinear", antialias=True
+    )
+    try:
+        return resize(mask)
+    except RuntimeError:
+        if mask.device.type == "cpu":
+            raise
+        # CUDA's antialiased kernel needs shared memory that grows with the scale factor and
+        # refuses very large frames (an 8000x6000 mask to 64 px); the CPU kernel does the same sum.
+        return resize(mask.cpu()).to(mask.device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,13 +162,7 @@ class StreamingSam2:
             mask_inputs = torch.from_numpy(np.asarray(mask, dtype=bool))[None, None]
             mask_inputs = mask_inputs.float().to(self.device)
             if mask_inputs.shape[-2:] != (self.image_size, self.image_size):
-                mask_inputs = F.interpolate(
-                    mask_inputs,
-                    size=(self.image_size, self.image_size),
-                    align_corners=False,
-                    mode="bilinear",
-                    antialias=True,
-                )
+                mask_inputs = _downscaled(mask_inputs, self.image_size)
                 mask_inputs = (mask_inputs >= 0.5).float()
             return self._start(frame, point_inputs=None, mask_inputs=mask_inputs)
 
