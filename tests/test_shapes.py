@@ -71,3 +71,23 @@ def test_rle_round_trip_and_rectangle():
 
 def test_rectangle_is_ordered_and_clipped_to_the_image():
     assert shapes.box_from_rectangle([50, 60, -10, 5], 40, 30) == (0.0, 5.0, 40.0, 30.0)
+
+
+def test_rle_is_cvat_sdks_encoding_of_random_masks():
+    from cvat_sdk.masks import encode_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = np.zeros((rng.integers(1, 40), rng.integers(1, 40)), dtype=bool)
+        for _ in range(rng.integers(0, 4)):
+            y, x = rng.integers(0, mask.shape[0]), rng.integers(0, mask.shape[1])
+            mask[y : y + rng.integers(1, 15), x : x + rng.integers(1, 15)] = True
+        assert shapes.rle_from_mask(mask) == encode_mask(mask)
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            assert shapes.rectangle_from_mask(mask) == [
+                xs.min(),
+                ys.min(),
+                xs.max() + 1,
+                ys.max() + 1,
+            ]

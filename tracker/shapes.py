@@ -92,14 +92,22 @@ def box_from_rectangle(
     return float(x1), float(y1), float(x2), float(y2)
 
 
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """[x1, x2) x [y1, y2) around a non-empty mask; cheaper than listing its pixels."""
+    columns, rows = mask.any(axis=0), mask.any(axis=1)
+    x1, y1 = int(columns.argmax()), int(rows.argmax())
+    x2, y2 = len(columns) - int(columns[::-1].argmax()), len(rows) - int(rows[::-1].argmax())
+    return x1, y1, x2, y2
+
+
 def rle_from_mask(mask: np.ndarray) -> list[int]:
-    return encode_mask(np.asarray(mask, dtype=bool))
+    mask = np.asarray(mask, dtype=bool)
+    return encode_mask(mask, bbox=_tight_box(mask) if mask.any() else None)
 
 
 def rectangle_from_mask(mask: np.ndarray) -> list[float]:
     """The tight box of a non-empty mask, in CVAT's corner coordinates."""
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    return [float(v) for v in _tight_box(mask)]
 
 
 def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
