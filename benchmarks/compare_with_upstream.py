@@ -1,9 +1,12 @@
 """Benchmark our tracking function against upstream SAM2VideoPredictor, side by side.
 
-Both run the same random-weight model on the same synthetic frames, each in its own process so
-that peak memory is its own. Figures: image-encoder time (with its FLOP count and this machine's
-matmul rate), per-object time per frame at steady state for 1, 4 and 16 objects, tensor bytes of
-one object's state after 10, 100 and 1,000 frames, and peak process (and GPU) memory.
+Both run the same random-weight model on the same synthetic frames: each alone in its own process
+(so that peak memory is its own), then both in one process, frame by frame in turns, for the
+per-object times (so that the machine's drift over minutes falls on both alike).
+
+Figures: image-encoder time (with its FLOP count and this machine's matmul rate), per-object time
+per frame at steady state for 1, 4 and 16 objects, tensor bytes of one object's state after 10,
+100 and 1,000 frames, and peak process (and GPU) memory.
 
     python benchmarks/compare_with_upstream.py                      # CPU, 256 px, a few minutes
     python benchmarks/compare_with_upstream.py --image-size 1024 --device cuda --name gpu-1024
@@ -40,9 +43,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--objects", type=_parse_ints, default=[4, 16], help="besides 1 object")
     parser.add_argument("--state-frames", type=_parse_ints, default=[10, 100, 1000])
     parser.add_argument("--name", default="cpu-256", help="results go to benchmarks/results/NAME")
-    parser.add_argument("--system", choices=["ours", "upstream"], help=argparse.SUPPRESS)
+    parser.add_argument("--system", choices=["ours", "upstream", "paired"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--timing-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -113,12 +115,6 @@ def _encoder_figures(model, device, dtype, image, image_size: int) -> dict:
     }
 
 
-def _runs(args: argparse.Namespace) -> dict[int, int]:
-    """Objects -> frames. One object is also tracked long enough to measure its state size."""
-    long_run = args.frames if args.timing_only else max(args.frames, *args.state_frames)
-    return {1: long_run, **{n: args.frames for n in args.objects}}
-
-
 def _steady(per_frame: list[float]) -> float:
     tail = per_frame[STEADY_FROM - 1 :] or per_frame
     return sorted(tail)[len(tail) // 2]  # median: robust to the odd slow frame
@@ -142,88 +138,138 @@ class _Timer:
         setattr(owner, name, timed)
 
 
-def _run_ours(args, video, device) -> dict:
-    from agent_worker import AgentWorker
-    from cvat_cli._internal import agent_driver_tracking
+class _OursRun:
+    """`count` objects tracked by our function, driven frame by frame as the agent drives it."""
 
-    from tracker import shapes
+    def __init__(self, function, video, count: int, encode: _Timer, device) -> None:
+        from agent_worker import AgentWorker
+
+        from tracker import shapes
+
+        self.video, self.count, self.encode, self.device = video, count, encode, device
+        self.worker = AgentWorker(function)
+        prompt = ("mask", shapes.rle_from_mask(video.masks[0]))
+        self.ids = self.worker.init(video.image(0), *[prompt] * count)
+        self.frame_idx = 0
+
+    def step(self) -> float:
+        """Track the next frame; returns the time per object, image encoder excluded."""
+        self.frame_idx += 1
+        image = self.video.image(self.frame_idx)
+        self.encode.total = 0.0
+        start = time.perf_counter()
+        self.worker.track(image, self.ids)
+        _sync(self.device)
+        return (time.perf_counter() - start - self.encode.total) / self.count
+
+    def state_bytes(self) -> int:
+        from cvat_cli._internal import agent_driver_tracking
+
+        container = agent_driver_tracking._tracking_states._id_to_ext_state
+        return container[self.ids[0]].inner_state.object_state.nbytes()
+
+
+class _UpstreamRun:
+    """`count` objects through upstream's `init_state` + `add_new_mask` + `propagate_in_video`."""
+
+    def __init__(self, model, video, count: int, frames: int, encode: _Timer, device) -> None:
+        import torch
+
+        from tracker.model_loading import resolve_dtype
+
+        dtype = resolve_dtype("auto", device)
+        if device.type == "cuda":  # as upstream's notebooks set it on Ampere and newer GPUs
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.autocast = lambda: torch.autocast(
+            device.type, dtype=dtype, enabled=dtype != torch.float32
+        )
+        self.count, self.encode, self.device = count, encode, device
+        with self.autocast():
+            self.state = model.init_state(str(video.folder), offload_video_to_cpu=True)
+            for obj_id in range(count):
+                model.add_new_mask(self.state, frame_idx=0, obj_id=obj_id, mask=video.masks[0])
+            self.frames = model.propagate_in_video(self.state, max_frame_num_to_track=frames - 1)
+            next(self.frames)  # the prompt frame
+        self.frame_idx = 0
+
+    def step(self) -> float:
+        self.encode.total = 0.0
+        start = time.perf_counter()
+        with self.autocast():
+            self.frame_idx, _, _ = next(self.frames)
+        _sync(self.device)
+        return (time.perf_counter() - start - self.encode.total) / self.count
+
+    def state_bytes(self) -> int:
+        import torch
+
+        def walk(value):
+            if isinstance(value, torch.Tensor):
+                yield value
+            elif isinstance(value, dict | list | tuple):
+                for item in value.values() if isinstance(value, dict) else value:
+                    yield from walk(item)
+
+        output = self.state["output_dict_per_obj"][0]
+        unique = {t.data_ptr(): t for t in walk(output)}  # shared pos-enc tensors count once
+        return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def _ours_function(args):
     from tracker.function import create
 
-    function = create(model_id=args.model_id, device=args.device, image_size=args.image_size)
-    engine = function.engine
-    result = _encoder_figures(engine.model, device, engine.dtype, video.image(0), args.image_size)
-    encode = _Timer(engine, "encode", device)
-    prompt = ("mask", shapes.rle_from_mask(video.masks[0]))
-    result["per_object_s"], result["state_bytes"] = {}, {}
-    for count, frames in _runs(args).items():
-        worker = AgentWorker(function)
-        ids = worker.init(video.image(0), *[prompt] * count)
-        per_frame = []
-        for index in range(1, frames):
-            encode.total = 0.0
-            start = time.perf_counter()
-            worker.track(video.image(index), ids)
-            _sync(device)
-            per_frame.append((time.perf_counter() - start - encode.total) / count)
-            if count == 1 and index + 1 in args.state_frames:
-                container = agent_driver_tracking._tracking_states._id_to_ext_state
-                state = container[ids[0]].inner_state.object_state
-                result["state_bytes"][index + 1] = state.nbytes()
-        result["per_object_s"][count] = _steady(per_frame)
-    return result
+    return create(model_id=args.model_id, device=args.device, image_size=args.image_size)
 
 
-def _upstream_object_bytes(inference_state, obj_idx: int = 0) -> int:
-    import torch
+def _upstream_model(args, device):
+    from tracker.model_loading import build_model, resolve_model
 
-    def walk(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from walk(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                yield from walk(item)
-
-    output = inference_state["output_dict_per_obj"][obj_idx]
-    unique = {t.data_ptr(): t for t in walk(output)}  # shared pos-enc tensors count once
-    return sum(t.numel() * t.element_size() for t in unique.values())
+    return build_model(resolve_model(args.model_id), device, args.image_size)
 
 
-def _run_upstream(args, video, device) -> dict:
-    import torch
+def _run_alone(args, video, device) -> dict:
+    """One system in its own process: encoder figures, one object's state size over a long
+    run, and (by the parent) this process's peak memory."""
+    frames = max(args.frames, *args.state_frames)
+    if args.system == "ours":
+        function = _ours_function(args)
+        model, dtype = function.engine.model, function.engine.dtype
+        run = _OursRun(function, video, 1, _Timer(function.engine, "encode", device), device)
+    else:
+        from tracker.model_loading import resolve_dtype
 
-    from tracker.model_loading import build_model, resolve_dtype, resolve_model
-
-    dtype = resolve_dtype("auto", device)
-    model = build_model(resolve_model(args.model_id), device, args.image_size)
+        model, dtype = _upstream_model(args, device), resolve_dtype("auto", device)
+        run = _UpstreamRun(model, video, 1, frames, _Timer(model, "forward_image", device), device)
     result = _encoder_figures(model, device, dtype, video.image(0), args.image_size)
-    encode = _Timer(model, "forward_image", device)
-    result["per_object_s"], result["state_bytes"] = {}, {}
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for count, frames in _runs(args).items():
-        with autocast:
-            state = model.init_state(str(video.folder), offload_video_to_cpu=True)
-            for obj_id in range(count):
-                model.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=video.masks[0])
-            per_frame = []
-            propagation = model.propagate_in_video(state, max_frame_num_to_track=frames - 1)
-            next(propagation)  # the prompt frame
-            while True:
-                encode.total = 0.0
-                start = time.perf_counter()
-                try:
-                    frame_idx, _, _ = next(propagation)
-                except StopIteration:
-                    break
-                _sync(device)
-                per_frame.append((time.perf_counter() - start - encode.total) / count)
-                if count == 1 and frame_idx + 1 in args.state_frames:
-                    result["state_bytes"][frame_idx + 1] = _upstream_object_bytes(state)
-        result["per_object_s"][count] = _steady(per_frame)
-        del state
+    result["state_bytes"] = {}
+    for frame in range(1, frames):
+        run.step()
+        if frame + 1 in args.state_frames:
+            result["state_bytes"][frame + 1] = run.state_bytes()
     return result
+
+
+def _run_paired(args, video, device) -> dict:
+    """Per-object times of both systems in one process on one model, frame by frame in turns
+    (in both orders), so that the machine's drift over minutes falls on both alike."""
+    function = _ours_function(args)
+    model = function.engine.model
+    ours_encode = _Timer(function.engine, "encode", device)
+    upstream_encode = _Timer(model, "forward_image", device)
+    timings: dict[str, dict[int, float]] = {"ours": {}, "upstream": {}}
+    for count in [1, *args.objects]:
+        runs = {
+            "ours": _OursRun(function, video, count, ours_encode, device),
+            "upstream": _UpstreamRun(model, video, count, args.frames, upstream_encode, device),
+        }
+        per_frame: dict[str, list[float]] = {"ours": [], "upstream": []}
+        for frame in range(1, args.frames):
+            order = ("ours", "upstream") if frame % 2 else ("upstream", "ours")
+            for system in order:
+                per_frame[system].append(runs[system].step())
+        for system in timings:
+            timings[system][count] = _steady(per_frame[system])
+    return timings
 
 
 def _cvat_reference_bytes(args) -> int:
@@ -241,7 +287,7 @@ def _child(args: argparse.Namespace) -> None:
 
     video = _prepare(args, args.workdir)
     device = resolve_device(args.device)
-    run = _run_ours if args.system == "ours" else _run_upstream
+    run = _run_paired if args.system == "paired" else _run_alone
     result = run(args, video, device)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
@@ -293,31 +339,19 @@ def _table(ours: dict, upstream: dict, cvat_bytes: int) -> str:
 
 
 def _run_systems(workdir: Path) -> dict[str, dict]:
-    """Each system in its own process. Timings drift between processes on a busy machine, so
-    the systems take turns twice, in both orders, and keep their better round; the first round
-    also measures state sizes and peak memory."""
+    """Each system alone in its own process (peak memory, state size, encoder), then both in
+    one process for the per-object times."""
     results: dict[str, dict] = {}
-    rounds = [([], ("ours", "upstream")), (["--timing-only"], ("upstream", "ours"))]
-    for extra, order in rounds:
-        for system in order:
-            command = [sys.executable, __file__, *sys.argv[1:], "--system", system]
-            command += ["--workdir", str(workdir), *extra]
-            started = time.perf_counter()
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            result = json.loads(output.strip().splitlines()[-1])
-            label = system + (" (timing round)" if extra else "")
-            print(f"{label}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            if system not in results:
-                results[system] = result
-                continue
-            best = results[system]
-            best["encoder_s"] = min(best["encoder_s"], result["encoder_s"])
-            rate = best["matmul_tflops"] * 1e12
-            best["encoder_pct_of_matmul"] = (
-                100 * best["encoder_gflop"] * 1e9 / best["encoder_s"] / rate
-            )
-            for count, seconds in result["per_object_s"].items():
-                best["per_object_s"][count] = min(best["per_object_s"][count], seconds)
+    for system in ("ours", "upstream", "paired"):
+        command = [sys.executable, __file__, *sys.argv[1:], "--system", system]
+        command += ["--workdir", str(workdir)]
+        started = time.perf_counter()
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results[system] = json.loads(output.strip().splitlines()[-1])
+        print(f"{system}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    paired = results.pop("paired")
+    for system in ("ours", "upstream"):
+        results[system]["per_object_s"] = paired[system]
     return results
 
 

@@ -64,3 +64,18 @@ def test_state_size_is_flat_past_the_pointer_window(tiny_model, video):
     # 1 conditioning + 6 memory frames of bfloat16 features, 16 float32 pointers.
     feats = 7 * 64 * 16 * 16 * 2
     assert state40.nbytes() == feats + 16 * 256 * 4
+
+
+def test_state_size_is_the_same_after_20_and_1000_steps(tiny_checkpoint, video):
+    # At 64 px a step is cheap, so the state can be stepped a thousand times on one frame.
+    model = build_model(resolve_model(TINY), torch.device("cpu"), image_size=64)
+    engine = StreamingSam2(model)
+    frame = engine.encode(video.image(0))
+    state, _ = engine.start_from_mask(frame, video.masks[0])
+    sizes = {}
+    for step in range(1, 1001):
+        engine.step(frame, state)
+        if step in (20, 1000):
+            sizes[step] = state.nbytes()
+    assert state.frame_idx == 1000
+    assert sizes[20] == sizes[1000] == 7 * 64 * 4 * 4 * 2 + 16 * 256 * 4

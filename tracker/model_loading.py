@@ -1,7 +1,7 @@
-"""Find, check and build SAM2 video models: Hugging Face ids, local checkpoints, devices, dtypes.
+"""Find, check and build SAM2 models: Hugging Face ids, local checkpoints, devices, dtypes.
 
 Checking (`resolve_model`, `resolve_device`, ...) is cheap and reads no weights, so a function can
-be registered on a machine without weights or GPU; `build_video_model` does the expensive part.
+be registered on a machine without weights or GPU; `build_model` does the expensive part.
 """
 
 from __future__ import annotations
