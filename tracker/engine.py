@@ -183,16 +183,13 @@ class StreamingSam2:
     def _start(
         self, frame: FrameFeatures, point_inputs: dict | None, mask_inputs: torch.Tensor | None
     ) -> tuple[ObjectState, Prediction]:
-        out = self.model.track_step(
+        out = self._track_step(
+            frame,
             frame_idx=0,
-            is_init_cond_frame=True,
-            current_vision_feats=frame.vision_feats,
-            current_vision_pos_embeds=frame.vision_pos_embeds,
-            feat_sizes=frame.feat_sizes,
+            output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
             point_inputs=point_inputs,
             mask_inputs=mask_inputs,
-            output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
-            num_frames=_ASSUMED_NUM_FRAMES,
+            # Upstream runs the memory encoder on the prompt frame separately (below).
             run_mem_encoder=False,
         )
         pred_masks = self._fill_holes(out["pred_masks"])
@@ -220,16 +217,12 @@ class StreamingSam2:
         """Track `state` onto the next frame; the state changes only if this succeeds."""
         frame_idx = state.frame_idx + 1
         with self._inference():
-            out = self.model.track_step(
+            out = self._track_step(
+                frame,
                 frame_idx=frame_idx,
-                is_init_cond_frame=False,
-                current_vision_feats=frame.vision_feats,
-                current_vision_pos_embeds=frame.vision_pos_embeds,
-                feat_sizes=frame.feat_sizes,
+                output_dict=self._output_dict(state),
                 point_inputs=None,
                 mask_inputs=None,
-                output_dict=self._output_dict(state),
-                num_frames=_ASSUMED_NUM_FRAMES,
                 run_mem_encoder=True,
             )
             pred_masks = self._fill_holes(out["pred_masks"])
@@ -242,6 +235,18 @@ class StreamingSam2:
             state.recent[-self._memory_frames - 1].maskmem_features = None
         state.frame_idx = frame_idx
         return prediction
+
+    def _track_step(self, frame: FrameFeatures, frame_idx: int, **inputs) -> dict:
+        """Upstream's `track_step` on a frame; frame 0 is the prompt (conditioning) frame."""
+        return self.model.track_step(
+            frame_idx=frame_idx,
+            is_init_cond_frame=frame_idx == 0,
+            current_vision_feats=frame.vision_feats,
+            current_vision_pos_embeds=frame.vision_pos_embeds,
+            feat_sizes=frame.feat_sizes,
+            num_frames=_ASSUMED_NUM_FRAMES,
+            **inputs,
+        )
 
     def _output_dict(self, state: ObjectState) -> dict:
         """The slice of upstream's per-object `output_dict` that `track_step` reads."""
