@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cvat_sdk.masks import decode_mask
 from cvat_standin import CvatStandIn
+from shape_checks import assert_valid_shape
 
 from tracker import shapes
 
@@ -86,21 +87,6 @@ def test_wrong_token_is_refused(standin):
     assert standin.unauthorized > 0 and not standin.functions
 
 
-def _assert_valid_shape(shape: dict, kind: str, width: int, height: int) -> None:
-    assert shape["type"] == kind
-    points = shape["points"]
-    if kind == "mask":
-        assert decode_mask(points, image_width=width, image_height=height).any()
-    elif kind == "polygon":
-        assert len(points) >= 6 and len(points) % 2 == 0
-        assert len(set(zip(points[0::2], points[1::2], strict=True))) >= 3
-        assert all(0 <= x <= width for x in points[0::2])
-        assert all(0 <= y <= height for y in points[1::2])
-    else:
-        x1, y1, x2, y2 = points
-        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
-
-
 def test_agent_tracks_and_survives_failed_requests(standin, video, tiny_checkpoint):
     mask = video.masks[0]
     x1, y1, x2, y2 = shapes.rectangle_from_mask(mask)
@@ -134,7 +120,8 @@ def test_agent_tracks_and_survives_failed_requests(standin, video, tiny_checkpoi
         completed = standin.completed[ar_id]
         assert completed["states"] == standin.completed[init]["states"]
         for prompt, shape in zip(prompts, completed["shapes"], strict=True):
-            _assert_valid_shape(shape, prompt["type"], 320, 240)
+            assert shape["type"] == prompt["type"]
+            assert_valid_shape(shape["type"], shape["points"], 320, 240)
 
     assert "not found" in standin.failed[unknown]["exc_info"]
     malformed_error = standin.failed[malformed]["exc_info"]

@@ -12,7 +12,7 @@ import torch
 from agent_worker import AgentWorker
 from cvat_sdk.masks import decode_mask
 from sam2_runs import iou
-from shape_checks import largest_region_filled
+from shape_checks import assert_valid_shape, largest_region_filled
 
 from tracker import shapes
 from tracker.engine import Prediction
@@ -83,14 +83,11 @@ def test_mask_polygon_and_rectangle_tracked_together(function, worker, video, mo
         for (kind, _), shape, reference in zip(prompts, tracked, expected[index - 1], strict=True):
             assert shape is not None and shape.type == kind
             json.dumps(attrs.asdict(shape))  # the agent sends this as JSON
-            assert all(type(v) in (int, float) for v in shape.points)
+            assert_valid_shape(kind, shape.points, width, height)
             if kind == "mask":
                 decoded = decode_mask(shape.points, image_width=width, image_height=height)
                 assert np.array_equal(decoded, reference)
             elif kind == "polygon":
-                xs, ys = shape.points[0::2], shape.points[1::2]
-                assert len(set(zip(xs, ys, strict=True))) >= 3
-                assert min(xs) >= 0 and max(xs) <= width and min(ys) >= 0 and max(ys) <= height
                 # A polygon is one ring: with random weights SAM2's masks are striped, so it is
                 # compared with the mask's largest region, holes filled (see test_shapes.py for
                 # whole masks of real-looking objects).

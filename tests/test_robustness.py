@@ -16,6 +16,7 @@ from cvat_cli._internal.agent_driver import set_worker_current_function
 from cvat_sdk.masks import decode_mask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shape_checks import assert_valid_shape
 
 from tracker import interactor, shapes
 from tracker.function import create
@@ -43,21 +44,11 @@ def frames(video):
 
 
 def assert_valid(shape, kind: str, width: int, height: int) -> None:
-    """What the agent sends back must be valid CVAT data of the original type."""
-    if shape is None:
-        return
-    assert shape.type == kind
-    json.dumps(attrs.asdict(shape))
-    assert all(type(v) in (int, float) for v in shape.points)
-    points = shape.points
-    if kind == "mask":
-        assert decode_mask(points, image_width=width, image_height=height).any()
-    elif kind == "polygon":
-        assert len(set(zip(points[0::2], points[1::2], strict=True))) >= 3
-        assert min(points) >= 0 and max(points[0::2]) <= width and max(points[1::2]) <= height
-    else:
-        x1, y1, x2, y2 = points
-        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    """What the agent sends back must be valid CVAT data of the original type (or nothing)."""
+    if shape is not None:
+        assert shape.type == kind
+        json.dumps(attrs.asdict(shape))
+        assert_valid_shape(kind, shape.points, width, height)
 
 
 def snapshot(function, state_id: str) -> tuple:
