@@ -327,7 +327,7 @@ def main() -> None:
         threading.Event().wait()
     except KeyboardInterrupt:
         for ar_id, result in {**server.completed, **server.failed}.items():
-            print(ar_id, json.dumps(result.get("shapes") or result.get("exc_info")))
+            print(ar_id, json.dumps({k: v for k, v in result.items() if k != "agent_id"}))
         server.stop()
 
 
