@@ -19,6 +19,7 @@ os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from checkpoints import ensure_hf_checkpoint  # noqa: E402
 from synthetic import SyntheticVideo, make_video  # noqa: E402
 
@@ -50,16 +51,10 @@ def tiny_checkpoint(hub_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
     """The default model at 256 px, shared by tests that only read it."""
-    return build_model(resolve_model(TINY), device=_cpu(), image_size=SMALL_IMAGE_SIZE)
+    return build_model(resolve_model(TINY), device=torch.device("cpu"), image_size=SMALL_IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")
 def video(tmp_path_factory) -> SyntheticVideo:
     """A 32-frame 320x240 JPEG video of a textured object moving over a textured background."""
     return make_video(tmp_path_factory.mktemp("video"), num_frames=32, width=320, height=240)
-
-
-def _cpu():
-    import torch
-
-    return torch.device("cpu")
