@@ -89,7 +89,7 @@ def _encoder_figures(model, device, dtype, image, image_size: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tracker.frames import to_model_input
+    from tracker.engine.frames import to_model_input
 
     pixels = to_model_input(image, image_size).to(device)[None]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -144,7 +144,7 @@ class _OursRun:
     def __init__(self, function, video, count: int, encode: _Timer, device) -> None:
         from agent_worker import AgentWorker
 
-        from tracker import shapes
+        from tracker.cvat import shapes
 
         self.video, self.count, self.encode, self.device = video, count, encode, device
         self.worker = AgentWorker(function)
@@ -175,7 +175,7 @@ class _UpstreamRun:
     def __init__(self, model, video, count: int, frames: int, encode: _Timer, device) -> None:
         import torch
 
-        from tracker.model_loading import resolve_dtype
+        from tracker.engine.model_loading import resolve_dtype
 
         dtype = resolve_dtype("auto", device)
         if device.type == "cuda":  # as upstream's notebooks set it on Ampere and newer GPUs
@@ -216,13 +216,13 @@ class _UpstreamRun:
 
 
 def _ours_function(args):
-    from tracker.function import create
+    from tracker.cvat.tracking import create
 
     return create(model_id=args.model_id, device=args.device, image_size=args.image_size)
 
 
 def _upstream_model(args, device):
-    from tracker.model_loading import build_model, resolve_model
+    from tracker.engine.model_loading import build_model, resolve_model
 
     return build_model(resolve_model(args.model_id), device, args.image_size)
 
@@ -236,7 +236,7 @@ def _run_alone(args, video, device) -> dict:
         model, dtype = function.engine.model, function.engine.dtype
         run = _OursRun(function, video, 1, _Timer(function.engine, "encode", device), device)
     else:
-        from tracker.model_loading import resolve_dtype
+        from tracker.engine.model_loading import resolve_dtype
 
         model, dtype = _upstream_model(args, device), resolve_dtype("auto", device)
         run = _UpstreamRun(model, video, 1, frames, _Timer(model, "forward_image", device), device)
@@ -283,7 +283,7 @@ def _cvat_reference_bytes(args) -> int:
 def _child(args: argparse.Namespace) -> None:
     import torch
 
-    from tracker.model_loading import resolve_device
+    from tracker.engine.model_loading import resolve_device
 
     video = _prepare(args, args.workdir)
     device = resolve_device(args.device)

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from checkpoints import ensure_hf_checkpoint  # noqa: E402
 from synthetic import SyntheticVideo, make_video  # noqa: E402
 
-from tracker.model_loading import build_model, resolve_model  # noqa: E402
+from tracker.engine.model_loading import build_model, resolve_model  # noqa: E402
 
 TINY = "facebook/sam2.1-hiera-tiny"
 SMALL_IMAGE_SIZE = 256

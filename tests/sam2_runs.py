@@ -10,7 +10,7 @@ import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from synthetic import SyntheticVideo
 
-from tracker.engine import ObjectState, StreamingSam2
+from tracker.engine.streaming import ObjectState, StreamingSam2
 
 
 def upstream_masks(model: SAM2VideoPredictor, video: SyntheticVideo, num_frames: int):

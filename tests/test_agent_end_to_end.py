@@ -12,7 +12,7 @@ from cvat_sdk.masks import decode_mask
 from cvat_standin import CvatStandIn
 from shape_checks import assert_valid_shape
 
-from tracker import shapes
+from tracker.cvat import shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_FILE = ROOT / "ai-models" / "tracker" / "sam2" / "func.py"

@@ -11,8 +11,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from tracker import shapes
-from tracker.cli_outputs import shape_mask
+from tracker.cli.outputs import shape_mask
+from tracker.cvat import shapes
 
 FRAMES = 6
 

@@ -13,8 +13,8 @@ from sam2_runs import (
     upstream_masks,
 )
 
-from tracker.engine import StreamingSam2
-from tracker.model_loading import build_model, resolve_model
+from tracker.engine.model_loading import build_model, resolve_model
+from tracker.engine.streaming import StreamingSam2
 
 
 def _assert_masks_agree(upstream, ours):

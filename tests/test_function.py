@@ -14,9 +14,9 @@ from cvat_sdk.masks import decode_mask
 from sam2_runs import iou
 from shape_checks import assert_valid_shape, largest_region_filled
 
-from tracker import shapes
-from tracker.engine import Prediction
-from tracker.function import create
+from tracker.cvat import shapes
+from tracker.cvat.tracking import create
+from tracker.engine.streaming import Prediction
 
 FRAMES = 11  # the prompt frame and 10 tracked frames
 
@@ -131,9 +131,9 @@ def test_bad_shape_is_a_bad_function_error_and_others_keep_tracking(worker, vide
 
 def test_lost_object_is_none(function):
     logits = torch.full((1, 1, 64, 64), 5.0)
-    assert function._shape(Prediction(logits, -0.5, 320, 240), "mask") is None
-    assert function._shape(Prediction(-logits, 3.0, 320, 240), "polygon") is None
-    shape = function._shape(Prediction(logits, 3.0, 320, 240), "rectangle")
+    assert function.tracker.shape(Prediction(logits, -0.5, 320, 240), "mask") is None
+    assert function.tracker.shape(Prediction(-logits, 3.0, 320, 240), "polygon") is None
+    shape = function.tracker.shape(Prediction(logits, 3.0, 320, 240), "rectangle")
     assert shape.points == [0.0, 0.0, 320.0, 240.0]
 
 

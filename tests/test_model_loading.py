@@ -11,8 +11,8 @@ from agent_worker import AgentWorker
 from checkpoints import ensure_hf_checkpoint
 from conftest import TINY
 
-from tracker import shapes
-from tracker.function import create
+from tracker.cvat import shapes
+from tracker.cvat.tracking import create
 
 SMALL = "facebook/sam2-hiera-small"
 

@@ -11,15 +11,16 @@ import numpy as np
 import PIL.Image
 import pytest
 from agent_worker import AgentWorker
-from cvat_cli._internal import agent_driver_interaction as interaction
+from cvat_cli._internal import agent_driver_interaction as agent_interaction
 from cvat_cli._internal.agent_driver import set_worker_current_function
 from cvat_sdk.masks import decode_mask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shape_checks import assert_valid_shape
 
-from tracker import interactor, shapes
-from tracker.function import create
+from tracker.cvat import shapes
+from tracker.cvat.interaction import create as create_interactor
+from tracker.cvat.tracking import create
 
 TINY_SIZE = 64  # the real architecture at its smallest input: fast enough for many examples
 W, H = 96, 72
@@ -115,7 +116,7 @@ def test_any_rectangle(function, worker, frames, box):
 
 @pytest.fixture(scope="module")
 def interaction_function(tiny_checkpoint):
-    return interactor.create(image_size=TINY_SIZE)
+    return create_interactor(image_size=TINY_SIZE)
 
 
 coordinates = st.tuples(numbers, numbers)
@@ -129,12 +130,12 @@ coordinates = st.tuples(numbers, numbers)
 )
 def test_any_interaction_prompt(interaction_function, frames, pos, neg, box):
     set_worker_current_function(interaction_function)
-    interaction.AgentInteractionFunctionDriver.init_worker(None)
-    prompts = interaction._InteractionPromptsImpl(
+    agent_interaction.AgentInteractionFunctionDriver.init_worker(None)
+    prompts = agent_interaction._InteractionPromptsImpl(
         pos_points=tuple(pos), neg_points=tuple(neg), bounding_box=box
     )
     try:
-        result = interaction._worker_job_interact((1, 0, ()), frames[0], prompts)
+        result = agent_interaction._worker_job_interact((1, 0, ()), frames[0], prompts)
     except cvataa.BadFunctionError as error:
         assert str(error)
         return

@@ -8,7 +8,7 @@ import pytest
 from sam2_runs import iou
 from synthetic import object_mask
 
-from tracker import shapes
+from tracker.cvat import shapes
 
 
 def _blob(seed: int, width: int = 200, height: int = 150) -> np.ndarray:

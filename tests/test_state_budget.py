@@ -8,9 +8,9 @@ import cvat_sdk.auto_annotation as cvataa
 import pytest
 from agent_worker import AgentWorker
 
-from tracker import shapes
-from tracker.function import create
-from tracker.state_budget import StateBudget
+from tracker.cvat import shapes
+from tracker.cvat.state_budget import StateBudget
+from tracker.cvat.tracking import create
 
 
 class FakeState:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from sam2.modeling.sam2_base import SAM2Base
 
-from tracker import model_loading
+from tracker.engine import model_loading
 
 _log = logging.getLogger(__name__)
 

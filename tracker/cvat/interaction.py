@@ -1,8 +1,9 @@
 """The CVAT interaction function: clicks and boxes on a frame to a SAM2 mask.
 
-It implements `cvat_sdk.auto_annotation.InteractionFunction` on top of `tracker.image_prompts`,
-with the same loading parameters as the tracker. The agent caches `preprocess_image` results, so
-further clicks on the same frame only run SAM2's prompt encoder and mask decoder.
+It implements `cvat_sdk.auto_annotation.InteractionFunction` on top of
+`tracker.engine.image_prompts`, with the same loading parameters as the tracker. The agent caches
+`preprocess_image` results, so further clicks on the same frame only run SAM2's prompt encoder and
+mask decoder.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 from cvat_sdk import models
 
-from tracker import model_loading, shapes
-from tracker.image_prompts import ImageEmbedding, Sam2ImageSegmenter
-from tracker.options import ModelOptions
-from tracker.user_errors import reported_to_user
+from tracker.cvat import shapes
+from tracker.cvat.options import ModelOptions
+from tracker.cvat.user_errors import reported_to_user
+from tracker.engine import model_loading
+from tracker.engine.image_prompts import ImageEmbedding, Sam2ImageSegmenter
 
 
 class Sam2InteractionFunction:

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import cvat_sdk.auto_annotation as cvataa
 
-from tracker.frames import FrameError
-from tracker.image_prompts import PromptError
-from tracker.model_loading import ModelConfigError
-from tracker.shapes import ShapeError
+from tracker.cvat.shapes import ShapeError
+from tracker.engine.frames import FrameError
+from tracker.engine.image_prompts import PromptError
+from tracker.engine.model_loading import ModelConfigError
 
 USER_ERRORS = (FrameError, ModelConfigError, PromptError, ShapeError)
 

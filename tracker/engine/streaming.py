@@ -7,7 +7,7 @@ what memory attention reads: the conditioning frame, the newest `num_maskmem - 1
 and the object pointers of the newest `max_obj_ptrs_in_encoder - 1` frames. Everything shared by
 all frames and objects (the memories' spatial positional encoding) is held once, by the engine.
 
-The engine knows nothing of CVAT; `tracker.function` adapts it to the agent's protocol.
+The engine knows nothing of CVAT; `tracker.cvat` adapts it to CVAT's protocols.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from sam2.utils.misc import fill_holes_in_mask_scores
 
-from tracker.frames import to_model_input
-from tracker.precision import inference_context
+from tracker.engine.frames import to_model_input
+from tracker.engine.precision import inference_context
 
 _log = logging.getLogger(__name__)
 
@@ -98,6 +98,15 @@ class ObjectState:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
+    def fork(self) -> ObjectState:
+        """A copy that `StreamingSam2.step` can advance while this state stays as it is: a step
+        appends an entry and forgets an old entry's memory, but never changes a tensor in place,
+        so the copies share their tensors."""
+        recent = collections.deque(
+            (dataclasses.replace(entry) for entry in self.recent), maxlen=self.recent.maxlen
+        )
+        return ObjectState(self.frame_idx, self.conditioning, recent)
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -134,8 +143,8 @@ class StreamingSam2:
         self.image_size: int = model.image_size
         self._memory_frames = model.num_maskmem - 1
         pointer_frames = model.max_obj_ptrs_in_encoder - 1 if model.use_obj_ptrs_in_encoder else 0
-        self._history = max(self._memory_frames, pointer_frames)
-        self._maskmem_pos_enc: list[torch.Tensor] | None = None
+        self.history = max(self._memory_frames, pointer_frames)
+        self._maskmem_pos_enc = self._memory_pos_enc()
         self._fill_hole_area = model.fill_hole_area if _holes_fillable() else 0
         if model.fill_hole_area and not self._fill_hole_area:
             _log.warning(
@@ -201,16 +210,15 @@ class StreamingSam2:
             mode="bilinear",
             align_corners=False,
         )
-        maskmem_features, maskmem_pos_enc = self.model._encode_new_memory(
+        maskmem_features, _ = self.model._encode_new_memory(
             current_vision_feats=frame.vision_feats,
             feat_sizes=frame.feat_sizes,
             pred_masks_high_res=high_res_masks,
             object_score_logits=out["object_score_logits"],
             is_mask_from_pts=True,
         )
-        self._share_pos_enc(maskmem_pos_enc)
         conditioning = MemoryEntry(0, maskmem_features.to(torch.bfloat16), out["obj_ptr"])
-        state = ObjectState(0, conditioning, collections.deque(maxlen=self._history))
+        state = ObjectState(0, conditioning, collections.deque(maxlen=self.history))
         return state, self._prediction(frame, pred_masks, out["object_score_logits"])
 
     def step(self, frame: FrameFeatures, state: ObjectState) -> Prediction:
@@ -263,10 +271,26 @@ class StreamingSam2:
             "non_cond_frame_outputs": {e.frame_idx: as_output(e) for e in state.recent},
         }
 
-    def _share_pos_enc(self, maskmem_pos_enc: list[torch.Tensor]) -> None:
-        # The memories' spatial encoding is equal for all frames and objects: keep one copy.
-        if self._maskmem_pos_enc is None:
-            self._maskmem_pos_enc = [maskmem_pos_enc[-1][0:1].clone()]
+    def _memory_pos_enc(self) -> list[torch.Tensor]:
+        """The memories' spatial encoding, equal for all frames and objects: one copy, made up
+        front, so that a state restored from a store steps without a start in this process.
+
+        The memory encoder computes it from its output's shape alone (a sine encoding of the
+        stride-16 feature map, `.to(dtype)` of its output, which autocast makes `self.dtype`).
+        """
+        size = self.model.sam_image_embedding_size  # image_size // backbone_stride
+        with self._inference():
+            features = torch.zeros(
+                1, self.model.mem_dim, size, size, device=self.device, dtype=self.dtype
+            )
+            encoding = self.model.memory_encoder.position_encoding(features).to(features.dtype)
+        return [encoding]
+
+    def restore(
+        self, frame_idx: int, conditioning: MemoryEntry, recent: Sequence[MemoryEntry]
+    ) -> ObjectState:
+        """Rebuild an object's state from its entries (oldest first), e.g. read from a store."""
+        return ObjectState(frame_idx, conditioning, collections.deque(recent, maxlen=self.history))
 
     def _fill_holes(self, pred_masks: torch.Tensor) -> torch.Tensor:
         if self._fill_hole_area > 0:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from tracker import shapes
+from tracker.cvat import shapes
 
 # Distinct colours (RGB) for objects, cycled when there are more objects.
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),

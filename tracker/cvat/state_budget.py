@@ -70,3 +70,11 @@ class StateBudget:
             if state is not None:
                 state.release()
                 _log.info("Dropped the least recently used tracking state to stay within budget")
+
+
+def dropped_state_message(max_state_memory_mb: int) -> str:
+    return (
+        "This object's tracking state was dropped to keep memory within "
+        f"max_state_memory_mb={max_state_memory_mb}; run the tracker again from the current "
+        "frame (or raise max_state_memory_mb)."
+    )

@@ -19,10 +19,10 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from tracker import shapes
-from tracker.cli_outputs import OutputWriter
-from tracker.function import create
-from tracker.video_io import VideoReadError, open_video
+from tracker.cli.outputs import OutputWriter
+from tracker.cli.video_io import VideoReadError, open_video
+from tracker.cvat import shapes
+from tracker.cvat.tracking import create
 
 
 class CliError(Exception):

@@ -19,8 +19,8 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from tracker.frames import to_rgb
-from tracker.precision import inference_context
+from tracker.engine.frames import to_rgb
+from tracker.engine.precision import inference_context
 
 
 class PromptError(ValueError):

@@ -1,0 +1,120 @@
+"""CVAT shapes tracked by the streaming engine: the one code path under every tracker entry point.
+
+The agent function (`tracker.cvat.tracking`), the CVAT lambda protocol behind the Nuclio functions
+and the server (`tracker.cvat.lambda_api`) and the CLI all start and step objects here, so shapes
+are decoded, checked and encoded the same way whichever way CVAT reaches us. Errors a user can fix
+are the `ValueError` subclasses listed in `tracker.cvat.user_errors`; each entry point turns them
+into its protocol's kind of error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import PIL.Image
+
+from tracker.cvat import shapes
+from tracker.cvat.options import TrackerOptions
+from tracker.engine.frames import FrameError
+from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, StreamingSam2
+
+SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
+
+
+class Shape(NamedTuple):
+    """A CVAT shape: its type and its points in CVAT's format for that type."""
+
+    type: str
+    points: list[float]
+
+
+@dataclasses.dataclass(eq=False)
+class TrackedObject:
+    """One tracked shape: the engine's state (None once dropped by a budget), its type, the size
+    of the frames it is tracked on, and its last shape (what CVAT's AI Tools are answered while
+    SAM2 sees no object: they cannot take a missing shape)."""
+
+    object_state: ObjectState | None
+    shape_type: str
+    width: int
+    height: int
+    last_shape: Shape | None = None
+
+    def nbytes(self) -> int:
+        return self.object_state.nbytes() if self.object_state is not None else 0
+
+    def release(self) -> None:
+        self.object_state = None
+
+
+class ShapeTracker:
+    """Starts objects from CVAT shapes and steps them, answering shapes of the same type."""
+
+    def __init__(self, options: TrackerOptions) -> None:
+        self.options = options
+
+    @functools.cached_property
+    def engine(self) -> StreamingSam2:
+        """Built on first use, so that checking the options needs no weights."""
+        return StreamingSam2(self.options.model.load(), dtype=self.options.model.dtype)
+
+    def encode(self, image: PIL.Image.Image) -> FrameFeatures:
+        """One image-encoder pass per frame, shared by every object tracked on it."""
+        return self.engine.encode(image)
+
+    def start(self, frame: FrameFeatures, shape: Shape) -> TrackedObject:
+        """Start tracking `shape`, drawn on `frame`."""
+        width, height = frame.width, frame.height
+        if shape.type == "rectangle":
+            # A box is SAM2's own prompt for "the object in here": it segments the object and
+            # tracks that. Filling the rectangle as a mask would instead make SAM2 track a
+            # rectangle of object and background alike, and its boxes would drift with it.
+            box = shapes.box_from_rectangle(shape.points, width, height)
+            object_state, _ = self.engine.start_from_box(frame, box)
+        elif shape.type == "polygon":
+            mask = shapes.mask_from_polygon(shape.points, width, height)
+            object_state, _ = self.engine.start_from_mask(frame, mask)
+        elif shape.type == "mask":
+            mask = shapes.mask_from_rle(shape.points, width, height)
+            object_state, _ = self.engine.start_from_mask(frame, mask)
+        else:
+            raise shapes.ShapeError(
+                f"Shapes of type {shape.type!r} cannot be tracked; "
+                f"use one of: {', '.join(SUPPORTED_SHAPE_TYPES)}."
+            )
+        return TrackedObject(object_state, shape.type, width, height, last_shape=shape)
+
+    def step(self, frame: FrameFeatures, tracked: TrackedObject) -> Shape | None:
+        """Track `tracked` onto `frame`: its shape there, or None when SAM2 says it is gone.
+
+        `tracked.object_state` advances; callers that must be able to discard the step (a store
+        that commits only what succeeded) pass a fork of it.
+        """
+        if (frame.width, frame.height) != (tracked.width, tracked.height):
+            raise FrameError(
+                f"This frame is {frame.width}x{frame.height}, but the object was started on a "
+                f"{tracked.width}x{tracked.height} frame; track within frames of one size."
+            )
+        assert tracked.object_state is not None, "dropped states are refused by their holder"
+        prediction = self.engine.step(frame, tracked.object_state)
+        shape = self.shape(prediction, tracked.shape_type)
+        if shape is not None:
+            tracked.last_shape = shape
+        return shape
+
+    def shape(self, prediction: Prediction, shape_type: str) -> Shape | None:
+        """The tracked shape in its original type, or None when SAM2 says the object is gone."""
+        if not prediction.present:
+            return None
+        mask = prediction.mask()
+        if not mask.any():
+            return None
+        if shape_type == "mask":
+            points = shapes.rle_from_mask(mask)
+        elif shape_type == "polygon":
+            points = shapes.polygon_from_mask(mask, self.options.polygon_tolerance)
+        else:
+            points = shapes.rectangle_from_mask(mask)
+        return Shape(shape_type, points)

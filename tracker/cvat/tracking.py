@@ -1,0 +1,80 @@
+"""The CVAT tracking function for cvat-cli's agent: shapes in, SAM2 in between, shapes out.
+
+It implements `cvat_sdk.auto_annotation.TrackingFunction` on top of `tracker.cvat.shape_tracker`.
+Every error a user can fix is a `BadFunctionError` with a message saying what to do; anything else
+would reach the user as "Unknown error".
+"""
+
+from __future__ import annotations
+
+import functools
+
+import cvat_sdk.auto_annotation as cvataa
+import PIL.Image
+
+from tracker.cvat.options import TrackerOptions
+from tracker.cvat.shape_tracker import (
+    SUPPORTED_SHAPE_TYPES,
+    Shape,
+    ShapeTracker,
+    TrackedObject,
+)
+from tracker.cvat.state_budget import StateBudget, dropped_state_message
+from tracker.cvat.user_errors import reported_to_user
+from tracker.engine.streaming import FrameFeatures, StreamingSam2
+
+
+class Sam2TrackingFunction:
+    """SAM2 tracking of masks, polygons and rectangles for cvat-cli's agent."""
+
+    spec = cvataa.TrackingFunctionSpec(supported_shape_types=SUPPORTED_SHAPE_TYPES)
+
+    def __init__(self, options: TrackerOptions) -> None:
+        self.options = options
+        self.tracker = ShapeTracker(options)
+        # The agent keeps every state for 8 hours with no cap on their number: bound them.
+        self.budget = StateBudget(options.max_state_memory_mb * 1024 * 1024)
+
+    @functools.cached_property
+    def engine(self) -> StreamingSam2:
+        """The model is loaded on first use, so registering the function needs no weights."""
+        with reported_to_user():
+            return self.tracker.engine
+
+    def preprocess_image(
+        self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
+    ) -> FrameFeatures:
+        with reported_to_user():
+            return self.engine.encode(image)
+
+    def init_tracking_state(
+        self,
+        context: cvataa.TrackingFunctionShapeContext,
+        pp_image: FrameFeatures,
+        shape: cvataa.TrackableShape,
+    ) -> TrackedObject:
+        with reported_to_user():
+            state = self.tracker.start(pp_image, Shape(shape.type, shape.points))
+        self.budget.add(state)
+        return state
+
+    def track(
+        self,
+        context: cvataa.TrackingFunctionShapeContext,
+        pp_image: FrameFeatures,
+        state: TrackedObject,
+    ) -> cvataa.TrackableShape | None:
+        if state.object_state is None:
+            raise cvataa.BadFunctionError(dropped_state_message(self.options.max_state_memory_mb))
+        with reported_to_user():
+            shape = self.tracker.step(pp_image, state)
+        self.budget.touch(state)
+        return (
+            None if shape is None else cvataa.TrackableShape(type=shape.type, points=shape.points)
+        )
+
+
+def create(**params: object) -> Sam2TrackingFunction:
+    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
+    with reported_to_user():
+        return Sam2TrackingFunction(TrackerOptions.from_params(params))
