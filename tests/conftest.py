@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from checkpoints import ensure_hf_checkpoint  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
 from synthetic import SyntheticVideo, make_video  # noqa: E402
 
 from tracker.engine.model_loading import build_model, resolve_model  # noqa: E402
@@ -58,3 +59,11 @@ def tiny_model(tiny_checkpoint):
 def video(tmp_path_factory) -> SyntheticVideo:
     """A 32-frame 320x240 JPEG video of a textured object moving over a textured background."""
     return make_video(tmp_path_factory.mktemp("video"), num_frames=32, width=320, height=240)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server for the session; tests use their own keys (random handles)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

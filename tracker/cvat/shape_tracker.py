@@ -33,14 +33,16 @@ class Shape(NamedTuple):
 @dataclasses.dataclass(eq=False)
 class TrackedObject:
     """One tracked shape: the engine's state (None once dropped by a budget), its type, the size
-    of the frames it is tracked on, and its last shape (what CVAT's AI Tools are answered while
-    SAM2 sees no object: they cannot take a missing shape)."""
+    of the frames it is tracked on, its last shape (what CVAT's AI Tools are answered while SAM2
+    sees no object: they cannot take a missing shape), and whether CVAT sent it as a bare list of
+    points (CVAT's legacy tracker protocol, answered alike even when later requests send none)."""
 
     object_state: ObjectState | None
     shape_type: str
     width: int
     height: int
     last_shape: Shape | None = None
+    bare_points: bool = False
 
     def nbytes(self) -> int:
         return self.object_state.nbytes() if self.object_state is not None else 0
@@ -54,6 +56,13 @@ class ShapeTracker:
 
     def __init__(self, options: TrackerOptions) -> None:
         self.options = options
+
+    @property
+    def model_key(self) -> str:
+        """What a stored state must have been made with to be stepped here."""
+        model = self.options.model
+        size = model.image_size or "native"
+        return f"{model.reference.describe()}|{model.reference.config_name}|{size}"
 
     @functools.cached_property
     def engine(self) -> StreamingSam2:

@@ -1,0 +1,11 @@
+"""Nuclio entry point of the SAM2 tracker for CVAT's AI Tools (see the repository's README)."""
+
+from tracker.cvat import nuclio_glue, services
+
+
+def init_context(context):
+    nuclio_glue.init(context, services.tracker_from_env)
+
+
+def handler(context, event):
+    return nuclio_glue.handle(context, event)

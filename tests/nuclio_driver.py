@@ -1,0 +1,73 @@
+"""Drive our Nuclio functions as Nuclio and CVAT's lambda_manager do, without Docker.
+
+The handlers run under the `nuclio-sdk` package's own test platform (`Context`, `Event`,
+`Response`, `init_context` once per context); bodies are built as `lambda_manager` builds them:
+the frame as base64 of its encoded file, states JSON-encoded on the way out and decoded on the way
+back (as CVAT's signer carries them through the browser).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import nuclio_sdk
+import nuclio_sdk.test
+
+SERVERLESS = Path(__file__).parent.parent / "serverless" / "sam2"
+_instances = itertools.count()
+
+
+def load_entry(kind: str):
+    """The `main.py` of serverless/sam2/<kind>/nuclio, imported afresh as each Nuclio worker
+    process imports it (under a name of its own: the platform finds `init_context` by name)."""
+    path = SERVERLESS / kind / "nuclio" / "main.py"
+    name = f"nuclio_main_{kind}_{next(_instances)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def frame_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("utf-8")
+
+
+class NuclioFunction:
+    """One deployed function instance: a fresh platform context runs `init_context` again, as a
+    restarted function or another replica would."""
+
+    def __init__(self, kind: str) -> None:
+        self.module = load_entry(kind)
+        self.platform = nuclio_sdk.test.Platform()
+
+    @property
+    def context(self) -> nuclio_sdk.Context:
+        return self.platform._get_handler_context(self.module.handler)
+
+    def call(self, body: Any, content_type: str = "application/json") -> tuple[int, dict]:
+        event = nuclio_sdk.Event(body=body, content_type=content_type)
+        response = self.platform.call_handler(self.module.handler, event)
+        assert isinstance(response, nuclio_sdk.Response)
+        assert response.content_type == "application/json"
+        return response.status_code, json.loads(response.body)
+
+
+def signed(states: list) -> list:
+    """What comes back from the browser: CVAT signs `json.dumps(state)` and `json.loads` it."""
+    return [None if s is None else json.loads(json.dumps(s, separators=(",", ":"))) for s in states]
+
+
+def tracker_body(frame: Path, shapes: list | None, states: list | None) -> dict:
+    body: dict[str, Any] = {"image": frame_b64(frame)}
+    if shapes is not None:
+        body["shapes"] = shapes
+    if states is not None:
+        body["states"] = signed(states)
+    return body

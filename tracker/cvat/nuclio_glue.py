@@ -1,0 +1,37 @@
+"""What the Nuclio entry points (`serverless/*/nuclio/main.py`) share: service set-up and answers.
+
+Nuclio calls `init_context` once per worker process and `handler` per request. The service
+(`tracker.cvat.lambda_api.LambdaTracker`, `...lambda_interactor.LambdaInteractor`, or a proxy to
+a remote server) answers `(status, JSON object)` and never raises, so neither does the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+
+class Service(Protocol):
+    def handle(self, body: object) -> tuple[int, dict[str, Any]]: ...
+
+
+def init(context: Any, build: Callable[[Mapping[str, str]], Service]) -> None:
+    """Build the service from the function's environment (`spec.env`); a wrong setting fails
+    here, in the function's log, so that `nuctl deploy` reports it."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        context.user_data.service = build(os.environ)
+    except Exception as e:
+        context.logger.error(f"The SAM2 function cannot start: {e}")
+        raise
+
+
+def handle(context: Any, event: Any) -> Any:
+    status, body = context.user_data.service.handle(event.body)
+    return context.Response(
+        body=json.dumps(body), headers={}, content_type="application/json", status_code=status
+    )
