@@ -6,6 +6,7 @@ import itertools
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
+from cvat_cli._internal import agent_driver_interaction as interaction
 from cvat_cli._internal import agent_driver_tracking as tracking
 from cvat_cli._internal.agent_driver import set_worker_current_function
 
@@ -25,3 +26,17 @@ class AgentWorker:
 
     def track(self, image: PIL.Image.Image, state_ids: list[str]) -> list:
         return tracking._worker_job_track(self.task_id, image, state_ids)
+
+
+def prompts(pos=(), neg=(), box=None):
+    return interaction._InteractionPromptsImpl(
+        pos_points=tuple(pos), neg_points=tuple(neg), bounding_box=box
+    )
+
+
+def interact(key, image, prompt):
+    """What the agent does: the cached embedding if there is one, else preprocess the image."""
+    shapes = interaction._worker_job_interact_from_cache(key, prompt)
+    if shapes is None:
+        shapes = interaction._worker_job_interact(key, image, prompt)
+    return shapes

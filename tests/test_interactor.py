@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
+from agent_worker import interact, prompts
 from cvat_cli._internal import agent_driver_interaction as interaction
 from cvat_cli._internal.agent_driver import set_worker_current_function
 from cvat_sdk.masks import decode_mask
@@ -26,20 +27,6 @@ def encodes(function, monkeypatch):
     original = model.forward_image
     monkeypatch.setattr(model, "forward_image", lambda x: calls.append(1) or original(x))
     return calls
-
-
-def prompts(pos=(), neg=(), box=None):
-    return interaction._InteractionPromptsImpl(
-        pos_points=tuple(pos), neg_points=tuple(neg), bounding_box=box
-    )
-
-
-def interact(key, image, prompt):
-    """What the agent does: the cached embedding if there is one, else preprocess the image."""
-    shapes = interaction._worker_job_interact_from_cache(key, prompt)
-    if shapes is None:
-        shapes = interaction._worker_job_interact(key, image, prompt)
-    return shapes
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ SAM2's prompt encoder and mask decoder.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -30,12 +29,27 @@ from tracker.cvat.interaction import Sam2InteractionFunction
 from tracker.cvat.lambda_api import Answer, RequestError, answered, request_image, request_object
 from tracker.engine.image_prompts import ImageEmbedding
 
+Point = tuple[float, float]
+Box = tuple[Point, Point]
 
-@dataclasses.dataclass(frozen=True)
+
 class _Prompts(cvataa.InteractionPrompts):
-    pos_points: Sequence[tuple[float, float]]
-    neg_points: Sequence[tuple[float, float]]
-    bounding_box: tuple[tuple[float, float], tuple[float, float]] | None
+    """The request's prompts in the form the agent's interaction function takes."""
+
+    def __init__(self, pos: Sequence[Point], neg: Sequence[Point], box: Box | None) -> None:
+        self._pos, self._neg, self._box = pos, neg, box
+
+    @property
+    def pos_points(self) -> Sequence[Point]:
+        return self._pos
+
+    @property
+    def neg_points(self) -> Sequence[Point]:
+        return self._neg
+
+    @property
+    def bounding_box(self) -> Box | None:
+        return self._box
 
 
 def _number(value: object, what: str) -> float:
@@ -44,7 +58,7 @@ def _number(value: object, what: str) -> float:
     return float(value)
 
 
-def _points(request: dict[str, Any], key: str) -> list[tuple[float, float]]:
+def _points(request: dict[str, Any], key: str) -> list[Point]:
     raw = request.get(key) or []
     if not isinstance(raw, list) or not all(
         isinstance(p, list | tuple) and len(p) == 2 for p in raw
@@ -53,7 +67,7 @@ def _points(request: dict[str, Any], key: str) -> list[tuple[float, float]]:
     return [(_number(x, key), _number(y, key)) for x, y in raw]
 
 
-def _box(request: dict[str, Any]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+def _box(request: dict[str, Any]) -> Box | None:
     raw = request.get("obj_bbox")
     if not raw:
         return None
