@@ -1,0 +1,77 @@
+"""The Nuclio function files and the Dockerfile agree with the code and the README.
+
+Docker and the Nuclio processor cannot run here; these checks cover what CVAT's deploy scripts
+and `lambda_manager` read from the files, and that the image installs what the README installs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from nuclio_driver import SERVERLESS, load_entry
+
+from tracker.cvat import env_options
+
+ROOT = Path(__file__).parent.parent
+FILES = sorted(SERVERLESS.glob("*/nuclio/function*.yaml"))
+KNOWN_VARIABLES = {
+    env_options.variable(name)
+    for name in (
+        *env_options._TRACKER_VARIABLES,
+        "max_embedding_memory_mb",
+        "interactor_answer",
+    )
+}
+
+
+def test_both_functions_have_cpu_and_gpu_files():
+    # CVAT's deploy_cpu.sh deploys every **/function.yaml, deploy_gpu.sh every function-gpu.yaml.
+    names = {(f.parent.parent.name, f.name) for f in FILES}
+    assert names == {
+        (kind, name)
+        for kind in ("tracker", "interactor")
+        for name in ("function.yaml", "function-gpu.yaml")
+    }
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_function_file(path):
+    config = yaml.safe_load(path.read_text())
+    kind = path.parent.parent.name
+    annotations = config["metadata"]["annotations"]
+    assert annotations["type"] == kind
+    # CVAT's UI intercepts its own SAM function names and expects embeddings from them.
+    assert "facebookresearch" not in config["metadata"]["name"]
+    if kind == "interactor":
+        assert int(annotations["version"]) >= 2, "CVAT's UI disables interactors below version 2"
+    else:
+        assert "rectangle" in annotations["supported_shape_types"].split(","), "AI Tools tab"
+    spec = config["spec"]
+    module, function = spec["handler"].split(":")
+    entry = load_entry(kind)
+    assert module == "main" and callable(getattr(entry, function))
+    assert callable(entry.init_context)
+    variables = {item["name"] for item in spec["env"]}
+    assert variables <= KNOWN_VARIABLES
+    gpu = path.name == "function-gpu.yaml"
+    assert spec["resources"]["limits"]["nvidia.com/gpu"] == 1 if gpu else "resources" not in spec
+    assert {item["value"] for item in spec["env"] if item["name"] == "SAM2_DEVICE"} == {
+        "cuda" if gpu else "cpu"
+    }
+    assert spec["build"]["baseImage"] == f"cvat-sam2-tracker:{'gpu' if gpu else 'cpu'}"
+    trigger = spec["triggers"]["myHttpTrigger"]
+    assert trigger["attributes"]["maxRequestBodySize"] >= 48 * 1024 * 1024, "4K PNG in base64"
+
+
+def test_the_image_installs_what_the_readme_installs():
+    readme = (ROOT / "README.md").read_text()
+    setup = re.search(r"<!-- setup -->\n```bash\n(.*?)\n```", readme, re.S).group(1)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for step in ("torch==", "torchvision==", "--no-build-isolation sam2=="):
+        readme_step = re.search(re.escape(step) + r"\S*", setup).group(0)
+        assert readme_step in dockerfile, f"{readme_step} differs between README and Dockerfile"
+    for path in ("pyproject.toml", "tracker"):
+        assert f"COPY {path}" in dockerfile
