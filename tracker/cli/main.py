@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
+from tracker.cli import serve as serve_command
 from tracker.cli.outputs import OutputWriter
 from tracker.cli.video_io import VideoReadError, open_video
 from tracker.cvat import shapes
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--model-id", default="facebook/sam2.1-hiera-tiny")
     track.add_argument("--device", default="auto")
     track.add_argument("--image-size", type=int, help="SAM2 input size (default: the model's)")
+    serve_command.add_parser(commands)
     return parser
 
 
@@ -141,6 +143,8 @@ def track(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve_command.run(args)
     try:
         track(args)
     except (CliError, VideoReadError, cvataa.BadFunctionError, OSError) as e:

@@ -87,12 +87,26 @@ def interactor_settings(environ: Mapping[str, str]) -> InteractorSettings:
     return InteractorSettings(model, cache_mb, answer)
 
 
-def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
-    """A client for the Redis named by CVAT's variables, and where it is; None without them.
+_TIMEOUTS = {"socket_connect_timeout": 5, "socket_timeout": 10, "health_check_interval": 30}
 
-    `CVAT_FUNCTIONS_REDIS_*` are the names CVAT documents for its Nuclio SAM2 tracker and its
-    deploy scripts pass; `CVAT_REDIS_*` (the server's own) are honoured as a fallback.
+
+def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
+    """A client for the Redis the environment names, and where it is (no password); None if none.
+
+    `SAM2_REDIS_URL` (`redis://:password@host:port/db`, the server's `--redis-url`) comes first;
+    then `CVAT_FUNCTIONS_REDIS_*`, the names CVAT documents for its Nuclio SAM2 tracker and its
+    deploy scripts pass; then `CVAT_REDIS_*`, the CVAT server's own.
     """
+    url = environ.get(variable("redis_url"))
+    if url:
+        try:
+            client = redis.Redis.from_url(url, **_TIMEOUTS)
+        except ValueError as e:
+            raise model_loading.ModelConfigError(
+                f"{variable('redis_url')} is not a Redis URL ({e}); use redis://:PASSWORD@HOST:PORT/0."
+            ) from e
+        kwargs = client.connection_pool.connection_kwargs
+        return client, f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     host = environ.get("CVAT_FUNCTIONS_REDIS_HOST") or environ.get("CVAT_REDIS_HOST")
     if not host:
         return None
@@ -104,12 +118,5 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
             f"CVAT_FUNCTIONS_REDIS_PORT must be a port number; got {port_text!r}."
         ) from e
     password = environ.get("CVAT_FUNCTIONS_REDIS_PASSWORD") or environ.get("CVAT_REDIS_PASSWORD")
-    client = redis.Redis(
-        host=host,
-        port=port,
-        password=password or None,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
-    )
+    client = redis.Redis(host=host, port=port, password=password or None, **_TIMEOUTS)
     return client, f"{host}:{port}"

@@ -30,6 +30,29 @@ def init(context: Any, build: Callable[[Mapping[str, str]], Service]) -> None:
         raise
 
 
+def tracker_service(environ: Mapping[str, str]) -> Service:
+    """The tracker: a proxy to the remote server when `SAM2_SERVER_URL` is set (no model, no
+    PyTorch imported), else SAM2 in this process."""
+    if environ.get("SAM2_SERVER_URL"):
+        from tracker.cvat.remote import RemoteService
+
+        return RemoteService.from_env(environ, "tracker")
+    from tracker.cvat.services import tracker_from_env
+
+    return tracker_from_env(environ)
+
+
+def interactor_service(environ: Mapping[str, str]) -> Service:
+    """The interactor, likewise."""
+    if environ.get("SAM2_SERVER_URL"):
+        from tracker.cvat.remote import RemoteService
+
+        return RemoteService.from_env(environ, "interactor")
+    from tracker.cvat.services import interactor_from_env
+
+    return interactor_from_env(environ)
+
+
 def handle(context: Any, event: Any) -> Any:
     status, body = context.user_data.service.handle(event.body)
     return context.Response(

@@ -1,10 +1,10 @@
 """Nuclio entry point of the SAM2 tracker for CVAT's AI Tools (see the repository's README)."""
 
-from tracker.cvat import nuclio_glue, services
+from tracker.cvat import nuclio_glue
 
 
 def init_context(context):
-    nuclio_glue.init(context, services.tracker_from_env)
+    nuclio_glue.init(context, nuclio_glue.tracker_service)
 
 
 def handler(context, event):

@@ -1,0 +1,226 @@
+"""The SAM2 server on a real local Ray Serve (loopback), with a real redis-server, and the Nuclio
+functions as its thin proxies."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+import torch
+from nuclio_driver import NuclioFunction, frame_b64, tracker_body
+from redis_server import free_port
+
+from tracker.cvat import shapes
+from tracker.serve import server
+
+TOKEN = secrets.token_urlsafe(32)
+SETTINGS = {"SAM2_IMAGE_SIZE": "256", "SAM2_DEVICE": "cpu"}
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def live_server(redis_server, tiny_checkpoint):
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    redis_url = f"redis://:{redis_server.password}@127.0.0.1:{redis_server.port}/0"
+    config = server.ServerConfig(
+        settings={**SETTINGS, "SAM2_REDIS_URL": redis_url},
+        token=TOKEN,
+        port=free_port(),
+        replicas=2,
+        max_body_mb=8,
+    )
+    url = server.start(config)
+    yield url
+    server.stop()
+
+
+@pytest.fixture()
+def local_env(monkeypatch):
+    """The in-process functions, computing as a replica does: Ray gives each replica as many
+    threads as CPUs (1 here), and float sums in another order flip noisy random-weight pixels."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    yield from _local_env(monkeypatch)
+    monkeypatch.undo()
+    torch.set_num_threads(threads)
+
+
+def _local_env(monkeypatch):
+    for name in ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_REDIS_HOST", "SAM2_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    yield monkeypatch
+
+
+def post(url: str, path: str, body: dict, token: str | None = TOKEN) -> requests.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return requests.post(f"{url}/{path}", json=body, headers=headers, timeout=120)
+
+
+def _start(video) -> list:
+    rle = shapes.rle_from_mask(video.masks[0])
+    x1, y1, x2, y2 = shapes.rectangle_from_mask(video.masks[0])
+    return [{"type": "mask", "points": rle}, [x1 - 3, y1 - 3, x2 + 3, y2 + 3]]
+
+
+def _in_process(video) -> list:
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], _start(video), None))
+    result = []
+    for index in range(1, FRAMES):
+        status, stepped = function.call(tracker_body(video.frames[index], None, answer["states"]))
+        result.append(stepped["shapes"])
+    return result
+
+
+def test_health_needs_no_token(live_server):
+    health = requests.get(f"{live_server}/health", timeout=30).json()
+    assert health["status"] == "ok" and health["replicas"] == "2"
+    assert health["model"] == "facebook/sam2.1-hiera-tiny" and health["device"] == "cpu"
+    assert health["redis"] == "reachable"
+    answered_by = {requests.get(f"{live_server}/health", timeout=30).json()["replica"]
+                   for _ in range(20)}  # fmt: skip
+    assert len(answered_by) == 2, "requests spread over both replicas"
+
+
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
+def test_no_or_wrong_token_is_401_and_computes_nothing(live_server, redis_server, video, token):
+    keys = redis_server.client().dbsize()
+    reply = post(live_server, "tracker", tracker_body(video.frames[0], _start(video), None), token)
+    assert reply.status_code == 401 and "Bearer" in reply.json()["message"]
+    assert redis_server.client().dbsize() == keys, "no object was started"
+
+
+def test_bodies_over_the_limit_are_refused(live_server):
+    reply = post(live_server, "interactor", {"image": "A" * (9 * 2**20)})
+    assert reply.status_code == 413 and "8 MB" in reply.json()["message"]
+
+
+def test_tracker_answers_equal_the_in_process_functions(live_server, local_env, video):
+    reply = post(live_server, "tracker", tracker_body(video.frames[0], _start(video), None))
+    states = reply.json()["states"]
+    remote, replicas = [], set()
+    for index in range(1, FRAMES):
+        reply = post(live_server, "tracker", tracker_body(video.frames[index], None, states))
+        assert reply.status_code == 200, reply.text
+        remote.append(reply.json()["shapes"])
+        replicas.add(reply.headers["X-SAM2-Replica"])
+    assert remote == _in_process(video)
+
+
+def test_interactor_answers_equal_the_in_process_functions(live_server, local_env, video):
+    body = {"image": frame_b64(video.frames[0]), "pos_points": [[160, 120]], "neg_points": []}
+    expected = NuclioFunction("interactor").call(body)
+    reply = post(live_server, "interactor", body)
+    assert (reply.status_code, reply.json()) == expected
+    bad = post(live_server, "interactor", {"image": body["image"]})
+    assert bad.status_code == 400 and "point or a box" in bad.json()["message"]
+
+
+def test_requests_spread_over_replicas_and_a_killed_one_loses_nothing(
+    live_server, local_env, video
+):
+    reply = post(live_server, "tracker", tracker_body(video.frames[0], _start(video), None))
+    states = reply.json()["states"]
+    replicas, remote = set(), []
+    for index in range(1, FRAMES):
+        if index == 3:
+            host, pid = replicas.pop().rsplit(":", 1)
+            assert host == socket.gethostname()
+            os.kill(int(pid), signal.SIGKILL)  # a replica dies mid-track
+        reply = post(live_server, "tracker", tracker_body(video.frames[index], None, states))
+        assert reply.status_code == 200, reply.text
+        remote.append(reply.json()["shapes"])
+        replicas.add(reply.headers["X-SAM2-Replica"])
+    assert remote == _in_process(video)
+
+
+def test_nuclio_proxy_gives_the_same_shapes_and_builds_no_model(live_server, local_env, video):
+    local = _in_process(video)
+    local_env.setenv("SAM2_SERVER_URL", live_server)
+    local_env.setenv("SAM2_SERVER_TOKEN", TOKEN)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a proxy must not build a model")
+
+    local_env.setattr("tracker.engine.model_loading.build_model", no_model)
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], _start(video), None))
+    assert status == 200
+    proxied = []
+    for index in range(1, FRAMES):
+        status, stepped = function.call(tracker_body(video.frames[index], None, answer["states"]))
+        assert status == 200, stepped
+        proxied.append(stepped["shapes"])
+    assert proxied == local
+    local_env.setenv("SAM2_SERVER_TOKEN", "wrong")
+    status, answer = NuclioFunction("interactor").call({"image": frame_b64(video.frames[0])})
+    assert status == 502 and "refused this function's token" in answer["message"]
+
+
+def test_a_proxy_imports_no_pytorch():
+    code = (
+        "import sys; from tracker.cvat import nuclio_glue; "
+        "nuclio_glue.tracker_service({'SAM2_SERVER_URL': 'http://127.0.0.1:9'}); "
+        "nuclio_glue.interactor_service({'SAM2_SERVER_URL': 'http://127.0.0.1:9'}); "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_server_stopped_is_a_clear_5xx_within_the_timeout(local_env):
+    local_env.setenv("SAM2_SERVER_URL", f"http://127.0.0.1:{free_port()}")
+    function = NuclioFunction("interactor")
+    started = time.monotonic()
+    status, answer = function.call({"image": "x", "pos_points": [[1, 1]]})
+    assert status == 502 and "is unreachable" in answer["message"]
+    assert time.monotonic() - started < 10
+
+
+def test_server_not_answering_is_a_504_within_the_read_timeout(local_env):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held = []
+    accepting = threading.Thread(target=lambda: held.append(listener.accept()), daemon=True)
+    accepting.start()
+    local_env.setenv("SAM2_SERVER_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    local_env.setenv("SAM2_SERVER_READ_TIMEOUT", "1")
+    started = time.monotonic()
+    status, answer = NuclioFunction("tracker").call({"image": "x", "states": ["y"]})
+    assert status == 504 and "did not answer within 1.0 s" in answer["message"]
+    assert time.monotonic() - started < 5, "a tracker request is never retried after sending"
+    listener.close()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"token": None}, "SAM2_SERVER_TOKEN"),
+        ({"token": None, "insecure": True, "host": "0.0.0.0"}, "loopback"),
+        ({"replicas": 2}, "--redis-url"),
+        ({"min_replicas": 1}, "both --min-replicas and --max-replicas"),
+        ({"settings": {"SAM2_IMAGE_SIZE": "100"}}, "multiple of 32"),
+        ({"settings": {"SAM2_REDIS_URL": "http://nope"}}, "SAM2_REDIS_URL is not a Redis URL"),
+    ],
+)
+def test_server_settings_that_cannot_work_are_refused_before_ray(changes, fragment):
+    config = server.ServerConfig(**{"settings": {}, "token": "t", **changes})
+    with pytest.raises(ValueError, match=fragment):
+        server.check(config)
+
+
+def test_insecure_on_loopback_is_allowed():
+    server.check(server.ServerConfig(settings={}, token=None, insecure=True))

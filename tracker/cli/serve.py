@@ -1,0 +1,100 @@
+"""`sam2-tracker serve`: the remote SAM2 server for CVAT's Nuclio functions, on Ray Serve.
+
+Model options are the Nuclio functions' `SAM2_*` settings; options given here override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+_MODEL_OPTIONS = [
+    ("--model-id", "model_id", "a Hugging Face id of SAM2, a local .pt file or a folder"),
+    (
+        "--config",
+        "config",
+        "the architecture of a checkpoint with another name, e.g. sam2.1_hiera_t",
+    ),
+    ("--device", "device", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"),
+    ("--dtype", "dtype", "auto, float32, bfloat16 or float16"),
+    ("--image-size", "image_size", "SAM2's input size, a multiple of 32 (default: the model's)"),
+    ("--max-state-memory-mb", "max_state_memory_mb", "per replica, without Redis (default 2048)"),
+    ("--redis-url", "redis_url", "redis://:PASSWORD@HOST:PORT/0 for tracking states"),
+]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the SAM2 server for CVAT's Nuclio functions (Ray Serve)",
+        description=__doc__.split("\n\n")[0] + " Clients send SAM2_SERVER_TOKEN as a bearer token.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (%(default)s)")
+    parser.add_argument("--replicas", type=int, default=1, help="model replicas (%(default)s)")
+    parser.add_argument("--min-replicas", type=int, help="autoscale from this many replicas")
+    parser.add_argument("--max-replicas", type=int, help="... up to this many")
+    parser.add_argument("--gpus-per-replica", type=float, help="default: 1 on CUDA, else 0")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="(%(default)s)")
+    parser.add_argument("--address", help="a Ray cluster to join, e.g. auto (default: local)")
+    parser.add_argument("--max-body-mb", type=float, default=64.0, help="(%(default)s)")
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds")
+    parser.add_argument(
+        "--insecure", action="store_true", help="no token: allowed on a loopback host only"
+    )
+    for option, _, text in _MODEL_OPTIONS:
+        parser.add_argument(option, help=text)
+
+
+def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
+    from tracker.cvat.env_options import variable
+    from tracker.serve.server import ServerConfig
+
+    settings = {k: v for k, v in environ.items() if k.startswith("SAM2_")}
+    for _, name, _ in _MODEL_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            settings[variable(name)] = str(value)
+    settings.pop("SAM2_SERVER_TOKEN", None)  # replicas need no token in their settings
+    gpus = args.gpus_per_replica
+    if gpus is None:
+        gpus = 1.0 if settings.get("SAM2_DEVICE", "").startswith("cuda") else 0.0
+    return ServerConfig(
+        settings=settings,
+        token=environ.get("SAM2_SERVER_TOKEN") or None,
+        host=args.host,
+        port=args.port,
+        insecure=args.insecure,
+        replicas=args.replicas,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        gpus_per_replica=gpus,
+        cpus_per_replica=args.cpus_per_replica,
+        address=args.address,
+        max_body_mb=args.max_body_mb,
+        request_timeout_s=args.request_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tracker.engine.model_loading import ModelConfigError
+    from tracker.serve import server
+
+    try:
+        config = config_from_args(args, dict(os.environ))
+        server.check(config)
+    except (server.ServerConfigError, ModelConfigError) as e:
+        print(f"sam2-tracker serve: error: {e}", file=sys.stderr)
+        return 2
+    url = server.start(config)
+    print(f"SAM2 server on {url} (POST /tracker, POST /interactor, GET /health); Ctrl+C stops it")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    server.stop()
+    return 0

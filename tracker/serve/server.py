@@ -1,0 +1,131 @@
+"""Start and stop the SAM2 server on Ray Serve: a local Ray instance, or a cluster to join.
+
+Everything that can be wrong (model options, Redis URL, token, replicas without shared state) is
+checked before Ray starts, with messages in the command line's terms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+
+from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
+
+_log = logging.getLogger(__name__)
+
+APP_NAME = "sam2"
+
+
+class ServerConfigError(ValueError):
+    """A server setting that cannot work; the message says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    settings: dict[str, str]  # SAM2_* variables: the Nuclio functions' settings, and SAM2_REDIS_URL
+    token: str | None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    insecure: bool = False
+    replicas: int = 1
+    min_replicas: int | None = None  # both set: autoscaling between them
+    max_replicas: int | None = None
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
+    address: str | None = None  # a Ray cluster to join; None starts a local instance
+    max_body_mb: float = 64.0  # a 4K PNG frame in base64 is about 45 MB
+    request_timeout_s: float = 120.0
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
+
+    def describe_replicas(self) -> str:
+        if self.autoscaling:
+            return f"{self.min_replicas}..{self.max_replicas} (autoscaling)"
+        return str(self.replicas)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check(config: ServerConfig) -> None:
+    """Raise ServerConfigError (or the options' ModelConfigError) for a server that cannot work."""
+    if not config.token and not (config.insecure and _loopback(config.host)):
+        raise ServerConfigError(
+            "Set SAM2_SERVER_TOKEN to a long random secret (clients send it as a bearer token); "
+            "only a server listening on loopback may run without one, with --insecure."
+        )
+    tracker_options(config.settings)
+    interactor_settings(config.settings)
+    shared = redis_client(config.settings) is not None
+    if config.autoscaling:
+        if config.min_replicas is None or config.max_replicas is None:
+            raise ServerConfigError("Give both --min-replicas and --max-replicas to autoscale.")
+        if not 0 < config.min_replicas <= config.max_replicas:
+            raise ServerConfigError("Replica bounds need 0 < --min-replicas <= --max-replicas.")
+    elif config.replicas < 1:
+        raise ServerConfigError("--replicas must be at least 1.")
+    if (config.autoscaling or config.replicas > 1) and not shared:
+        raise ServerConfigError(
+            "Several replicas need shared tracking states: add --redis-url "
+            "redis://:PASSWORD@HOST:PORT/0 (any replica then continues any object)."
+        )
+    if config.max_body_mb <= 0 or config.request_timeout_s <= 0:
+        raise ServerConfigError("--max-body-mb and --request-timeout must be positive.")
+
+
+def start(config: ServerConfig) -> str:
+    """Deploy the server (Ray started or joined as needed); returns its base URL."""
+    check(config)
+    import ray
+    from ray import serve
+
+    from tracker.serve.app import Sam2Server, ServerLimits
+
+    if not ray.is_initialized():
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False)
+    serve.start(
+        http_options={
+            "host": config.host,
+            "port": config.port,
+            "request_timeout_s": config.request_timeout_s,
+        }
+    )
+    scaling = (
+        {"autoscaling_config": {"min_replicas": config.min_replicas,
+                                "max_replicas": config.max_replicas}}
+        if config.autoscaling
+        else {"num_replicas": config.replicas}
+    )  # fmt: skip
+    deployment = Sam2Server.options(
+        ray_actor_options={
+            "num_gpus": config.gpus_per_replica,
+            "num_cpus": config.cpus_per_replica,
+        },
+        **scaling,
+    )
+    limits = ServerLimits(
+        token=config.token or None,
+        max_body_bytes=int(config.max_body_mb * 2**20),
+        replicas=config.describe_replicas(),
+    )
+    serve.run(deployment.bind(dict(config.settings), limits), name=APP_NAME, route_prefix="/")
+    url = f"http://{config.host}:{config.port}"
+    _log.info("SAM2 server on %s with %s replica(s)", url, config.describe_replicas())
+    return url
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
