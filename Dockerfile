@@ -3,6 +3,8 @@
 #
 #   docker build -t cvat-sam2-tracker:gpu --build-arg VARIANT=cuda .   # NVIDIA GPUs
 #   docker build -t cvat-sam2-tracker:cpu --build-arg VARIANT=cpu .    # CPU only (smaller)
+#   docker build -t cvat-sam2-tracker:proxy --build-arg VARIANT=proxy . # Nuclio proxies only:
+#       no PyTorch; the functions forward to a SAM2 server (SAM2_SERVER_URL)
 #
 # Weights: either fetched here into the image's Hugging Face cache, e.g.
 #   --build-arg SAM2_MODEL_IDS="facebook/sam2.1-hiera-tiny facebook/sam2.1-hiera-large"
@@ -25,6 +27,8 @@ COPY tracker ./tracker
 
 # The README's set-up, less the test tools and redis-server (which only the tests use).
 RUN pip install setuptools wheel \
+    && if [ "$VARIANT" = proxy ]; then pip install "requests>=2.31" && pip install --no-deps . \
+       && exit 0; fi \
     && if [ "$VARIANT" = cpu ]; then index="--index-url $TORCH_CPU_INDEX"; else index=""; fi \
     && pip install $index torch==2.14.1 torchvision==0.29.1 \
     && SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0 \

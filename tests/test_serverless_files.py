@@ -23,18 +23,18 @@ KNOWN_VARIABLES = {
         *env_options._TRACKER_VARIABLES,
         "max_embedding_memory_mb",
         "interactor_answer",
+        "server_url",
+        "server_connect_timeout",
+        "server_read_timeout",
     )
 }
+VARIANTS = {"function.yaml": "cpu", "function-gpu.yaml": "gpu", "function-proxy.yaml": "proxy"}
 
 
-def test_both_functions_have_cpu_and_gpu_files():
+def test_both_functions_have_cpu_gpu_and_proxy_files():
     # CVAT's deploy_cpu.sh deploys every **/function.yaml, deploy_gpu.sh every function-gpu.yaml.
     names = {(f.parent.parent.name, f.name) for f in FILES}
-    assert names == {
-        (kind, name)
-        for kind in ("tracker", "interactor")
-        for name in ("function.yaml", "function-gpu.yaml")
-    }
+    assert names == {(kind, name) for kind in ("tracker", "interactor") for name in VARIANTS}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
@@ -54,14 +54,19 @@ def test_function_file(path):
     entry = load_entry(kind)
     assert module == "main" and callable(getattr(entry, function))
     assert callable(entry.init_context)
-    variables = {item["name"] for item in spec["env"]}
-    assert variables <= KNOWN_VARIABLES
-    gpu = path.name == "function-gpu.yaml"
-    assert spec["resources"]["limits"]["nvidia.com/gpu"] == 1 if gpu else "resources" not in spec
-    assert {item["value"] for item in spec["env"] if item["name"] == "SAM2_DEVICE"} == {
-        "cuda" if gpu else "cpu"
-    }
-    assert spec["build"]["baseImage"] == f"cvat-sam2-tracker:{'gpu' if gpu else 'cpu'}"
+    variables = {item["name"]: item["value"] for item in spec["env"]}
+    assert variables.keys() <= KNOWN_VARIABLES
+    variant = VARIANTS[path.name]
+    if variant == "gpu":
+        assert spec["resources"]["limits"]["nvidia.com/gpu"] == 1
+    else:
+        assert "resources" not in spec
+    if variant == "proxy":
+        assert "SAM2_SERVER_URL" in variables and "SAM2_SERVER_TOKEN" not in variables
+        assert not any(name.startswith("SAM2_MODEL") for name in variables)
+    else:
+        assert variables["SAM2_DEVICE"] == {"gpu": "cuda", "cpu": "cpu"}[variant]
+    assert spec["build"]["baseImage"] == f"cvat-sam2-tracker:{variant}"
     trigger = spec["triggers"]["myHttpTrigger"]
     assert trigger["attributes"]["maxRequestBodySize"] >= 48 * 1024 * 1024, "4K PNG in base64"
 
