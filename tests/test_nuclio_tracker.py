@@ -203,3 +203,15 @@ def test_redis_outage_is_a_clear_503_naming_the_host(environment, tmp_path, tiny
         assert status == 404 and "run the tracker again" in answer["message"]
     finally:
         server.stop()
+
+
+def test_one_image_decode_and_encoder_pass_per_request(environment, tiny_checkpoint, video):
+    function = NuclioFunction("tracker")
+    service = function.context.user_data.service
+    encoded, original = [], service.tracker.encode
+    service.tracker.encode = lambda image: encoded.append(image) or original(image)
+    mask = {"type": "mask", "points": shapes.rle_from_mask(video.masks[0])}
+    status, answer = function.call(tracker_body(video.frames[0], [mask, _box(video), mask], None))
+    assert status == 200 and len(encoded) == 1
+    status, answer = function.call(tracker_body(video.frames[1], None, answer["states"]))
+    assert status == 200 and len(encoded) == 2
