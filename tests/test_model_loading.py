@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import cvat_sdk.auto_annotation as cvataa
@@ -13,6 +14,7 @@ from conftest import TINY
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.engine.model_loading import resolve_dtype
 
 SMALL = "facebook/sam2-hiera-small"
 
@@ -88,3 +90,28 @@ def test_device_auto_is_the_cpu_here():
     if not torch.cuda.is_available():
         assert create().options.model.device == torch.device("cpu")
         assert create().options.model.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("device", "capabilities", "expected"),
+    [
+        ("cuda", {0: (7, 5)}, torch.float32),  # T4: bfloat16 only by slow emulation
+        ("cuda", {0: (7, 0)}, torch.float32),  # V100
+        ("cuda", {0: (8, 0)}, torch.bfloat16),  # A100
+        ("cuda:1", {0: (9, 0), 1: (7, 5)}, torch.float32),  # the chosen GPU counts, not GPU 0
+        ("cuda:1", {0: (7, 5), 1: (8, 6)}, torch.bfloat16),
+        ("cpu", {0: (9, 0)}, torch.float32),
+    ],
+)
+def test_auto_dtype_is_bfloat16_only_where_the_chosen_gpu_computes_it(
+    monkeypatch, caplog, device, capabilities, expected
+):
+    def capability(chosen=None):
+        index = torch.device(chosen).index if chosen is not None else 0
+        return capabilities[index or 0]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    caplog.set_level(logging.INFO, logger="tracker.engine.model_loading")
+    assert resolve_dtype("auto", torch.device(device)) == expected
+    assert f"dtype auto chose {str(expected).removeprefix('torch.')}" in caplog.text

@@ -160,11 +160,18 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 autocast on GPUs that support it (as upstream runs SAM2), else float32."""
+    """`auto`: bfloat16 autocast (as upstream runs SAM2) where the chosen GPU computes bfloat16
+    natively, from compute capability 8.0 (Ampere) on; float32 elsewhere.
+
+    `torch.cuda.is_bf16_supported()` is no guide: it is true on T4 and V100, which emulate
+    bfloat16 slowly, and it asks about the current device rather than the chosen `cuda:N`.
+    """
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        chosen = torch.float32
+        if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
+            chosen = torch.bfloat16
+        _log.info("dtype auto chose %s on %s", str(chosen).removeprefix("torch."), device)
+        return chosen
     if dtype not in _DTYPES:
         raise ModelConfigError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
     if device.type == "cpu" and dtype != "float32":
