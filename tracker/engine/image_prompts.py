@@ -67,6 +67,13 @@ class Sam2ImageSegmenter:
             box = _checked_box(box, embedding)
         if not points and box is None:
             raise PromptError("Give at least one point or a box around the object.")
+        if not positive and box is None:
+            # SAM2 still returns a mask for these, but of an arbitrary region: nothing says
+            # which object is meant.
+            raise PromptError(
+                "Negative clicks only say what is not the object; add a positive click on the "
+                "object or a box around it."
+            )
         labels = [1] * len(positive) + [0] * len(negative)
         # One click alone is ambiguous (a part or the whole?): SAM2 proposes three masks and the
         # one it predicts best is kept. With more prompts a single mask is what SAM2 is trained for.
