@@ -74,7 +74,7 @@ def test_embedding_is_computed_once_per_image(encodes, video):
     ("prompt", "message"),
     [
         (prompts(), "at least one point or a box"),
-        (prompts(neg=[(20, 20), (300, 200)]), "Negative clicks only .* positive click on the object or a box"),
+        (prompts(neg=[(20, 20), (300, 200)]), "Negative clicks only .* positive click"),
         (prompts(pos=[(400, 10)]), r"\(400, 10\) is outside the 320x240 image"),
         (prompts(neg=[(-1, 10)], pos=[(5, 5)]), "outside"),
         (prompts(pos=[(float("nan"), 3)]), "NaN"),

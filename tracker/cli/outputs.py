@@ -24,10 +24,7 @@ def shape_mask(shape_type: str, points: list[float], width: int, height: int) ->
         return shapes.mask_from_rle(points, width, height)
     if shape_type == "polygon":
         return shapes.mask_from_polygon(points, width, height)
-    x1, y1, x2, y2 = (round(v) for v in points)
-    mask = np.zeros((height, width), dtype=bool)
-    mask[max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)] = True
-    return mask
+    return shapes.mask_from_rectangle(points, width, height)
 
 
 def overlay(image: PIL.Image.Image, masks: list[np.ndarray | None]) -> np.ndarray:
