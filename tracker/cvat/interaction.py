@@ -29,15 +29,18 @@ class Sam2InteractionFunction:
     def __init__(self, options: ModelOptions) -> None:
         self.options = options
 
+    def _reported(self):
+        return reported_to_user(self.options.syntax)
+
     @functools.cached_property
     def segmenter(self) -> Sam2ImageSegmenter:
-        with reported_to_user():
+        with self._reported():
             return Sam2ImageSegmenter(self.options.load(), dtype=self.options.dtype)
 
     def preprocess_image(
         self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
     ) -> ImageEmbedding:
-        with reported_to_user():
+        with self._reported():
             return self.segmenter.embed(image)
 
     def detect(
@@ -50,7 +53,7 @@ class Sam2InteractionFunction:
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = (x1, y1, x2, y2)
-        with reported_to_user():
+        with self._reported():
             result = self.segmenter.segment(
                 pp_image, list(prompts.pos_points), list(prompts.neg_points), box
             )

@@ -12,6 +12,8 @@ import logging
 import weakref
 from typing import Protocol
 
+from tracker.engine.errors import ModelConfigError, Parameter
+
 _log = logging.getLogger(__name__)
 
 
@@ -72,9 +74,11 @@ class StateBudget:
                 _log.info("Dropped the least recently used tracking state to stay within budget")
 
 
-def dropped_state_message(max_state_memory_mb: int) -> str:
-    return (
-        "This object's tracking state was dropped to keep memory within "
-        f"max_state_memory_mb={max_state_memory_mb}; run the tracker again from the current "
-        "frame (or raise max_state_memory_mb)."
+def dropped_state_message(max_state_memory_mb: int) -> ModelConfigError:
+    """What tracking a dropped state answers; its parameter is phrased by the caller's syntax."""
+    return ModelConfigError(
+        f"This object's tracking state was dropped to keep memory within {max_state_memory_mb} "
+        "MB; run the tracker again from the current frame, or give the states more memory with ",
+        Parameter("max_state_memory_mb", 2 * max_state_memory_mb),
+        ".",
     )

@@ -8,11 +8,12 @@ would reach the user as "Unknown error".
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
-from tracker.cvat.options import TrackerOptions
+from tracker.cvat.options import Syntax, TrackerOptions
 from tracker.cvat.shape_tracker import (
     SUPPORTED_SHAPE_TYPES,
     Shape,
@@ -35,16 +36,27 @@ class Sam2TrackingFunction:
         # The agent keeps every state for 8 hours with no cap on their number: bound them.
         self.budget = StateBudget(options.max_state_memory_mb * 1024 * 1024)
 
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
+    ) -> Sam2TrackingFunction:
+        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
+        with reported_to_user(syntax):
+            return cls(TrackerOptions.from_params(params, syntax=syntax))
+
+    def _reported(self):
+        return reported_to_user(self.options.syntax)
+
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """The model is loaded on first use, so registering the function needs no weights."""
-        with reported_to_user():
+        with self._reported():
             return self.tracker.engine
 
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
     ) -> FrameFeatures:
-        with reported_to_user():
+        with self._reported():
             return self.engine.encode(image)
 
     def init_tracking_state(
@@ -53,7 +65,7 @@ class Sam2TrackingFunction:
         pp_image: FrameFeatures,
         shape: cvataa.TrackableShape,
     ) -> TrackedObject:
-        with reported_to_user():
+        with self._reported():
             state = self.tracker.start(pp_image, Shape(shape.type, shape.points))
         self.budget.add(state)
         return state
@@ -64,9 +76,9 @@ class Sam2TrackingFunction:
         pp_image: FrameFeatures,
         state: TrackedObject,
     ) -> cvataa.TrackableShape | None:
-        if state.object_state is None:
-            raise cvataa.BadFunctionError(dropped_state_message(self.options.max_state_memory_mb))
-        with reported_to_user():
+        with self._reported():
+            if state.object_state is None:
+                raise dropped_state_message(self.options.max_state_memory_mb)
             shape = self.tracker.step(pp_image, state)
         self.budget.touch(state)
         return (
@@ -76,5 +88,4 @@ class Sam2TrackingFunction:
 
 def create(**params: object) -> Sam2TrackingFunction:
     """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    with reported_to_user():
-        return Sam2TrackingFunction(TrackerOptions.from_params(params))
+    return Sam2TrackingFunction.from_params(params)
