@@ -115,3 +115,40 @@ def test_auto_dtype_is_bfloat16_only_where_the_chosen_gpu_computes_it(
     caplog.set_level(logging.INFO, logger="tracker.engine.model_loading")
     assert resolve_dtype("auto", torch.device(device)) == expected
     assert f"dtype auto chose {str(expected).removeprefix('torch.')}" in caplog.text
+
+
+@pytest.mark.parametrize("length", [0, 100_000], ids=["empty", "truncated"])
+def test_an_interrupted_copy_of_a_checkpoint_asks_for_it_again(tiny_checkpoint, tmp_path, length):
+    copy = tmp_path / "sam2.1_hiera_tiny.pt"
+    copy.write_bytes(tiny_checkpoint.read_bytes()[:length])
+    function = create(model_id=str(copy), image_size=256)
+    with pytest.raises(cvataa.BadFunctionError, match="empty or truncated.*copy or download it"):
+        function.engine  # noqa: B018 - the first request loads the model
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_while_loading_encoding_or_stepping_says_what_to_lower(
+    tiny_checkpoint, video, monkeypatch
+):
+    from tracker.engine import model_loading
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model_loading, "VIDEO_BUILDER", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="loading SAM2.*-p image_size=int:512"):
+            create(image_size=256).engine  # noqa: B018 - loads the model
+    function = create(image_size=256)
+    worker = AgentWorker(function)
+    (state,) = worker.init(video.image(0), ("mask", shapes.rle_from_mask(video.masks[0])))
+    with monkeypatch.context() as patch:
+        patch.setattr(function.engine, "encode", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="encoding a frame: lower -p image_size"):
+            worker.track(video.image(1), [state])
+    with monkeypatch.context() as patch:
+        patch.setattr(function.engine, "step", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="track fewer objects at once"):
+            worker.track(video.image(1), [state])
+    (shape,) = worker.track(video.image(1), [state])  # the agent goes on once memory is free
+    assert shape is not None

@@ -29,12 +29,12 @@ class Sam2InteractionFunction:
     def __init__(self, options: ModelOptions) -> None:
         self.options = options
 
-    def _reported(self):
-        return reported_to_user(self.options.syntax)
+    def _reported(self, stage: str = "embed"):
+        return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
     def segmenter(self) -> Sam2ImageSegmenter:
-        with self._reported():
+        with self._reported("load"):
             return Sam2ImageSegmenter(self.options.load(), dtype=self.options.dtype)
 
     def preprocess_image(

@@ -44,20 +44,21 @@ class Sam2TrackingFunction:
         with reported_to_user(syntax):
             return cls(TrackerOptions.from_params(params, syntax=syntax))
 
-    def _reported(self):
-        return reported_to_user(self.options.syntax)
+    def _reported(self, stage: str = "track"):
+        return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """The model is loaded on first use, so registering the function needs no weights."""
-        with self._reported():
+        with self._reported("load"):
             return self.tracker.engine
 
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
     ) -> FrameFeatures:
-        with self._reported():
-            return self.engine.encode(image)
+        engine = self.engine
+        with self._reported("encode"):
+            return engine.encode(image)
 
     def init_tracking_state(
         self,

@@ -12,10 +12,11 @@ import contextlib
 from collections.abc import Iterator
 
 import cvat_sdk.auto_annotation as cvataa
+import torch
 
 from tracker.cvat.options import Syntax
 from tracker.cvat.shapes import ShapeError
-from tracker.engine.errors import ModelConfigError
+from tracker.engine.errors import ModelConfigError, Parameter, render
 from tracker.engine.frames import FrameError
 from tracker.engine.image_prompts import PromptError
 
@@ -27,9 +28,51 @@ def user_message(error: Exception, syntax: Syntax = Syntax.AGENT) -> str:
     return syntax.render(error) if isinstance(error, ModelConfigError) else str(error)
 
 
+#: What to do when the GPU runs out of memory, by what was running: loading the model, encoding
+#: a frame (tracker) or an image (interactor), stepping tracked objects.
+OUT_OF_MEMORY_ADVICE = {
+    "load": (
+        "Out of GPU memory while loading SAM2: free the GPU, choose a smaller ",
+        Parameter("model_id"),
+        ", or lower ",
+        Parameter("image_size", 512),
+        ".",
+    ),
+    "encode": (
+        "Out of GPU memory while encoding a frame: lower ",
+        Parameter("image_size", 512),
+        " or the memory kept for tracking states, ",
+        Parameter("max_state_memory_mb", 1024),
+        ".",
+    ),
+    "embed": (
+        "Out of GPU memory while encoding an image: lower ",
+        Parameter("image_size", 512),
+        " or the memory kept for embeddings, ",
+        Parameter("max_embedding_memory_mb", 512),
+        ".",
+    ),
+    "track": (
+        "Out of GPU memory while tracking: track fewer objects at once, or lower ",
+        Parameter("max_state_memory_mb", 1024),
+        " or ",
+        Parameter("image_size", 512),
+        ".",
+    ),
+}
+
+
 @contextlib.contextmanager
-def reported_to_user(syntax: Syntax = Syntax.AGENT) -> Iterator[None]:
+def reported_to_user(syntax: Syntax = Syntax.AGENT, stage: str = "track") -> Iterator[None]:
+    """Errors a user can fix become `BadFunctionError`s, phrased in `syntax`; running out of GPU
+    memory during `stage` (a key of `OUT_OF_MEMORY_ADVICE`) is one of them."""
     try:
         yield
     except USER_ERRORS as e:
         raise cvataa.BadFunctionError(user_message(e, syntax)) from e
+    except torch.cuda.OutOfMemoryError as e:
+        # Give the failed request's blocks back, so that the next request can succeed.
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        message = render(OUT_OF_MEMORY_ADVICE[stage], syntax.phrase)
+        raise cvataa.BadFunctionError(message) from e

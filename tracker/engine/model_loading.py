@@ -260,11 +260,16 @@ def build_model(
             hydra_overrides_extra=overrides,
             **(options or {}),
         )
-    except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
-        raise ModelConfigError(
-            f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
-            "Check that the file is a SAM2 checkpoint of that architecture."
-        ) from e
+    except torch.cuda.OutOfMemoryError:
+        raise  # the caller knows which of its parameters would need less memory
+    except EOFError as e:
+        raise _truncated(reference, checkpoint) from e
+    except RuntimeError as e:
+        if "zip archive" in str(e):  # PyTorch's reader finds no end of the file
+            raise _truncated(reference, checkpoint) from e
+        raise _not_loadable(reference, checkpoint, e) from e
+    except (KeyError, OSError, pickle.UnpicklingError) as e:
+        raise _not_loadable(reference, checkpoint, e) from e
     _log.info(
         "Loaded SAM2 %s (%s) on %s at %d px in %.1f s",
         reference.describe(),
@@ -274,3 +279,21 @@ def build_model(
         time.perf_counter() - started,
     )
     return model
+
+
+def _truncated(reference: ModelReference, checkpoint: Path) -> ModelConfigError:
+    """An empty or cut-off file: an interrupted download or copy, not a wrong architecture."""
+    again = "copy or download it again"
+    if reference.hf_model_id is not None:
+        again = f"hf download {reference.hf_model_id} {checkpoint.name} --force-download"
+    return ModelConfigError(
+        f"The checkpoint {str(checkpoint)!r} is empty or truncated (an interrupted download or "
+        f"copy?); get it again: {again}."
+    )
+
+
+def _not_loadable(reference: ModelReference, checkpoint: Path, e: Exception) -> ModelConfigError:
+    return ModelConfigError(
+        f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
+        "Check that the file is a SAM2 checkpoint of that architecture."
+    )
