@@ -9,15 +9,16 @@ mask decoder.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 from cvat_sdk import models
 
 from tracker.cvat import shapes
-from tracker.cvat.options import ModelOptions
+from tracker.cvat.options import InteractorOptions, Syntax
+from tracker.cvat.state_budget import StateBudget
 from tracker.cvat.user_errors import reported_to_user
-from tracker.engine import model_loading
 from tracker.engine.image_prompts import ImageEmbedding, Sam2ImageSegmenter
 
 
@@ -26,8 +27,19 @@ class Sam2InteractionFunction:
     # each combination; a request with no prompt at all is refused by `detect` with a message.
     spec = cvataa.InteractionFunctionSpec(min_pos_points=0, min_neg_points=0, min_bounding_boxes=0)
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: InteractorOptions) -> None:
         self.options = options
+        # The agent keeps every embedding for 10 minutes with no cap on their number: bound them.
+        # An embedding dropped here is computed again when its image is clicked once more.
+        self.budget = StateBudget(options.max_embedding_memory_mb * 1024 * 1024, "embedding")
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
+    ) -> Sam2InteractionFunction:
+        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
+        with reported_to_user(syntax):
+            return cls(InteractorOptions.from_params(params, syntax=syntax))
 
     def _reported(self, stage: str = "embed"):
         return reported_to_user(self.options.syntax, stage)
@@ -35,13 +47,16 @@ class Sam2InteractionFunction:
     @functools.cached_property
     def segmenter(self) -> Sam2ImageSegmenter:
         with self._reported("load"):
-            return Sam2ImageSegmenter(self.options.load(), dtype=self.options.dtype)
+            return Sam2ImageSegmenter(self.options.model.load(), dtype=self.options.model.dtype)
 
     def preprocess_image(
         self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
     ) -> ImageEmbedding:
+        segmenter = self.segmenter
         with self._reported():
-            return self.segmenter.embed(image)
+            embedding = segmenter.embed(image)
+        self.budget.add(embedding)
+        return embedding
 
     def detect(
         self,
@@ -53,10 +68,16 @@ class Sam2InteractionFunction:
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = (x1, y1, x2, y2)
+        segmenter = self.segmenter
+        recomputed = pp_image.features is None
         with self._reported():
-            result = self.segmenter.segment(
+            result = segmenter.segment(
                 pp_image, list(prompts.pos_points), list(prompts.neg_points), box
             )
+        if recomputed:
+            self.budget.add(pp_image)
+        else:
+            self.budget.touch(pp_image)
         if not result.mask.any():
             return []
         confidence = models.AttributeValRequest(
@@ -71,7 +92,4 @@ class Sam2InteractionFunction:
 
 def create(**params: object) -> Sam2InteractionFunction:
     """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    with reported_to_user():
-        return Sam2InteractionFunction(
-            ModelOptions.from_params(params, model_loading.IMAGE_BUILDER)
-        )
+    return Sam2InteractionFunction.from_params(params)

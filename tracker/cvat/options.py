@@ -121,6 +121,16 @@ TRACKER_PARAMETERS = (
         "memory budget over all tracking states; past it the least recently used are dropped",
     ),
 )
+INTERACTOR_PARAMETERS = (
+    *MODEL_PARAMETERS,
+    ParameterSpec(
+        "max_embedding_memory_mb",
+        int,
+        DEFAULT_MAX_EMBEDDING_MEMORY_MB,
+        "memory budget over the agent's cached image embeddings; past it the least recently "
+        "used are dropped (and computed again when their image is clicked)",
+    ),
+)
 _EXAMPLES: dict[type, Any] = {str: "VALUE", int: 256, float: 1.5, bool: True}
 
 
@@ -223,3 +233,25 @@ class TrackerOptions:
         budget = take(params, "max_state_memory_mb", int, DEFAULT_MAX_STATE_MEMORY_MB)
         model = ModelOptions.from_params(params, model_loading.VIDEO_BUILDER, syntax=syntax)
         return cls(model, tolerance, _positive(budget, "max_state_memory_mb"))
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractorOptions:
+    model: ModelOptions
+    max_embedding_memory_mb: int
+
+    @property
+    def syntax(self) -> Syntax:
+        return self.model.syntax
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], *, syntax: Syntax = Syntax.AGENT
+    ) -> InteractorOptions:
+        """Check every parameter; raises ModelConfigError with a message for the user."""
+        from tracker.engine import model_loading
+
+        params = dict(params)
+        budget = take(params, "max_embedding_memory_mb", int, DEFAULT_MAX_EMBEDDING_MEMORY_MB)
+        model = ModelOptions.from_params(params, model_loading.IMAGE_BUILDER, syntax=syntax)
+        return cls(model, _positive(budget, "max_embedding_memory_mb"))
