@@ -20,6 +20,7 @@ from tracker.cvat.shape_tracker import (
     ShapeTracker,
     TrackedObject,
 )
+from tracker.cvat.startup import in_agent_worker
 from tracker.cvat.state_budget import StateBudget, dropped_state_message
 from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.streaming import FrameFeatures, StreamingSam2
@@ -88,5 +89,9 @@ class Sam2TrackingFunction:
 
 
 def create(**params: object) -> Sam2TrackingFunction:
-    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    return Sam2TrackingFunction.from_params(params)
+    """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
+    worker the model is loaded here, before the first request (see `tracker.cvat.startup`)."""
+    function = Sam2TrackingFunction.from_params(params)
+    if in_agent_worker():
+        function.engine  # noqa: B018 - loads the model, or fails the agent's start with why
+    return function
