@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from cvat_sdk.masks import decode_mask
-from cvat_standin import CvatStandIn
 from shape_checks import assert_valid_shape
 
 from tracker.cvat import shapes
+from tracker.devtools.cvat_standin import CvatStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_FILE = ROOT / "ai-models" / "tracker" / "sam2" / "func.py"

@@ -9,13 +9,13 @@ import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 import pytest
 import torch
-from agent_worker import AgentWorker
 from cvat_sdk.masks import decode_mask
 from sam2_runs import iou
 from shape_checks import assert_valid_shape, largest_region_filled
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
 from tracker.engine.streaming import Prediction
 
 FRAMES = 11  # the prompt frame and 10 tracked frames

@@ -8,12 +8,12 @@ import shutil
 import cvat_sdk.auto_annotation as cvataa
 import pytest
 import torch
-from agent_worker import AgentWorker
-from checkpoints import ensure_hf_checkpoint
 from conftest import TINY
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
+from tracker.devtools.checkpoints import ensure_hf_checkpoint
 from tracker.engine.model_loading import resolve_dtype
 
 SMALL = "facebook/sam2-hiera-small"

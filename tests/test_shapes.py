@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 from sam2_runs import iou
-from synthetic import object_mask
 
 from tracker.cvat import shapes
+from tracker.devtools.synthetic import object_mask
 
 
 def _blob(seed: int, width: int = 200, height: int = 150) -> np.ndarray:

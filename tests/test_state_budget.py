@@ -6,11 +6,11 @@ import gc
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
-from agent_worker import AgentWorker
 
 from tracker.cvat import shapes
 from tracker.cvat.state_budget import StateBudget
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
 
 
 class FakeState:

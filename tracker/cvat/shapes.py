@@ -81,7 +81,9 @@ def mask_from_polygon(points: Sequence[float], width: int, height: int) -> np.nd
         cv2.fillPoly(mask, [fixed + offset], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     mask = masks[0] & masks[1]
     if not mask.any():
-        raise ShapeError("The polygon lies entirely outside the image; redraw it on the image.")
+        raise ShapeError(
+            "The polygon covers no pixel's centre in the image; redraw it around the object."
+        )
     return mask.astype(bool)
 
 
