@@ -3,11 +3,12 @@
 It implements `cvat_sdk.auto_annotation.InteractionFunction` on top of
 `tracker.engine.image_prompts`, with the same loading parameters as the tracker. The agent caches
 `preprocess_image` results, so further clicks on the same frame only run SAM2's prompt encoder and
-mask decoder.
+mask decoder; `max_embedding_memory_mb` bounds what those results hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -42,7 +43,8 @@ class Sam2InteractionFunction:
         with reported_to_user(syntax):
             return cls(InteractorOptions.from_params(params, syntax=syntax))
 
-    def _reported(self, stage: str = "embed"):
+    def _reported(self, stage: str = "embed") -> contextlib.AbstractContextManager[None]:
+        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
         return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property

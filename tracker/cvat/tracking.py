@@ -7,6 +7,7 @@ would reach the user as "Unknown error".
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -45,7 +46,8 @@ class Sam2TrackingFunction:
         with reported_to_user(syntax):
             return cls(TrackerOptions.from_params(params, syntax=syntax))
 
-    def _reported(self, stage: str = "track"):
+    def _reported(self, stage: str = "track") -> contextlib.AbstractContextManager[None]:
+        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
         return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
