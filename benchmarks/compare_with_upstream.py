@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The random-weight checkpoints, synthetic videos and agent-worker driver the tests use.
-sys.path.insert(0, str(ROOT / "tests"))
+# The random-weight checkpoints, synthetic videos and agent-worker driver the tests use come from
+# the installed package (`pip install -e .`), `tracker.devtools`.
 STEADY_FROM = 17  # past the 16-frame pointer window and the 7-frame memory bank
 
 
@@ -52,8 +52,8 @@ def _prepare(args: argparse.Namespace, workdir: Path):
     """The offline model cache and the synthetic video, shared by both systems' processes."""
     os.environ["HF_HOME"] = str(workdir / "hf-home")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from checkpoints import ensure_hf_checkpoint
-    from synthetic import make_video
+    from tracker.devtools.checkpoints import ensure_hf_checkpoint
+    from tracker.devtools.synthetic import make_video
 
     ensure_hf_checkpoint(workdir / "hf-home" / "hub", args.model_id)
     folder = workdir / "video"
@@ -142,9 +142,8 @@ class _OursRun:
     """`count` objects tracked by our function, driven frame by frame as the agent drives it."""
 
     def __init__(self, function, video, count: int, encode: _Timer, device) -> None:
-        from agent_worker import AgentWorker
-
         from tracker.cvat import shapes
+        from tracker.devtools.agent_worker import AgentWorker
 
         self.video, self.count, self.encode, self.device = video, count, encode, device
         self.worker = AgentWorker(function)

@@ -8,15 +8,23 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from sam2.sam2_video_predictor import SAM2VideoPredictor
-from synthetic import SyntheticVideo
 
+from tracker.devtools.synthetic import SyntheticVideo
 from tracker.engine.streaming import ObjectState, StreamingSam2
 
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 
-def upstream_masks(model: SAM2VideoPredictor, video: SyntheticVideo, num_frames: int):
-    """Masks from `init_state` + `add_new_mask` + `propagate_in_video`, thresholded as upstream."""
+
+def upstream_masks(
+    model: SAM2VideoPredictor, video: SyntheticVideo, num_frames: int, box: Box | None = None
+):
+    """Masks from `init_state` + `add_new_mask` (or `add_new_points_or_box` with `box`) +
+    `propagate_in_video`, thresholded as upstream."""
     state = model.init_state(str(video.folder))
-    model.add_new_mask(state, frame_idx=0, obj_id=1, mask=video.masks[0])
+    if box is None:
+        model.add_new_mask(state, frame_idx=0, obj_id=1, mask=video.masks[0])
+    else:
+        model.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=np.array(box))
     masks = []
     for _, _, logits in model.propagate_in_video(state, max_frame_num_to_track=num_frames - 1):
         masks.append((logits[0, 0] > 0).cpu().numpy())
@@ -24,12 +32,15 @@ def upstream_masks(model: SAM2VideoPredictor, video: SyntheticVideo, num_frames:
 
 
 def engine_masks(
-    engine: StreamingSam2, video: SyntheticVideo, num_frames: int
+    engine: StreamingSam2, video: SyntheticVideo, num_frames: int, box: Box | None = None
 ) -> tuple[list[np.ndarray], ObjectState]:
+    """Our engine's masks, started from the first frame's mask (or from `box`)."""
     masks = []
     for index in range(num_frames):
         frame = engine.encode(video.image(index % len(video.frames)))
-        if index == 0:
+        if index == 0 and box is not None:
+            state, prediction = engine.start_from_box(frame, box)
+        elif index == 0:
             state, prediction = engine.start_from_mask(frame, video.masks[0])
         else:
             prediction = engine.step(frame, state)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from cvat_sdk.masks import decode_mask
-from cvat_standin import CvatStandIn
 from shape_checks import assert_valid_shape
 
 from tracker.cvat import shapes
+from tracker.devtools.cvat_standin import CvatStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_FILE = ROOT / "ai-models" / "tracker" / "sam2" / "func.py"
@@ -29,12 +29,17 @@ def standin(video):
     server.stop()
 
 
+def _pythonpath() -> str:
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def cvat_cli(server: CvatStandIn, *args: str, token: str = TOKEN, **env: str):
     executable = shutil.which("cvat-cli")
     assert executable, "cvat-cli is not installed"
     return subprocess.run(
         [executable, "--server-host", server.url, *args],
-        env={**os.environ, "CVAT_ACCESS_TOKEN": token, **env},
+        # The function files import `tracker` from this checkout, whichever copy is installed.
+        env={**os.environ, "PYTHONPATH": _pythonpath(), "CVAT_ACCESS_TOKEN": token, **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -187,3 +192,17 @@ def test_worker_survives_a_burst_of_bad_requests(standin, video, tiny_checkpoint
     # The state made before the burst still exists: the worker process was never restarted.
     (shape,) = standin.completed[good]["shapes"]
     assert shape["type"] == "mask"
+
+
+def test_agent_with_a_wrong_model_fails_at_start_with_why(standin, tmp_path):
+    """run-agent loads the model before taking requests: a missing checkpoint ends the agent
+    with the reason in its log, instead of failing every request (create-native needs none)."""
+    params = ["-p", "model_id=str:facebook/sam2.1-hiera-large"]
+    function_id = register(standin, *params)
+    request = standin.init_tracking(0, [{"type": "rectangle", "points": [10, 10, 50, 50]}])
+    result = cvat_cli(standin, "function", "run-agent", str(function_id), "--burst",
+                      f"--function-file={FUNCTION_FILE}", *params,
+                      HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")  # fmt: skip
+    assert result.returncode != 0
+    assert "Could not get sam2.1_hiera_large.pt" in result.stderr
+    assert request not in standin.completed and request not in standin.failed, "no request taken"

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import PIL.Image
 import pytest
 
-from tracker.cli.outputs import shape_mask
+from tracker.cli import video_io
+from tracker.cli.outputs import PALETTE, overlay, shape_mask
 from tracker.cvat import shapes
 
 FRAMES = 6
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    executable = shutil.which("sam2-tracker")
-    assert executable, "sam2-tracker is not installed"
-    return subprocess.run([executable, *map(str, args)], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    """`sam2-tracker`, as `python -m tracker`: the package of this checkout, whichever is
+    installed."""
+    return subprocess.run([sys.executable, "-m", "tracker", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,86 @@ def test_errors_are_messages_not_tracebacks(case, message, mp4, mask_png, tmp_pa
     result = run_cli("track", *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_image_folders_are_in_natural_order_and_frames_keep_their_mode(tmp_path):
+    grey = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    for name in ["10.png", "2.png", "1.png", "frame9.png", "frame10.png"]:
+        PIL.Image.fromarray(grey).save(tmp_path / name)
+    assert {PIL.Image.open(tmp_path / "1.png").mode} == {"I;16"}
+    source = video_io.open_video(tmp_path)
+    assert [p.name for p in source.images] == [
+        "1.png", "2.png", "10.png", "frame9.png", "frame10.png"
+    ]  # fmt: skip
+    frame = next(source.frames(0, 1))
+    # The agent's frame path maps 16 bits to 8 (divided by 257); converting to RGB here would
+    # saturate every value above 255.
+    assert frame.mode == "I;16"
+
+
+def test_help_is_immediate_and_shows_defaults_and_ranges():
+    code = (
+        "import sys; from tracker.cli.main import _parser; "
+        "print(_parser().parse_args(['track', 'x', '--out', 'y', '--help']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code + "; "], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for fragment in ["--config", "--dtype {auto,float32,bfloat16,float16}", "--polygon-tolerance",
+                     "--max-state-memory-mb", "default: facebook/sam2.1-hiera-tiny",
+                     "cuda:N", "multiple of 32", ".pt checkpoint", "--overwrite"]:  # fmt: skip
+        assert fragment in text
+    imports = subprocess.run(
+        [sys.executable, "-c", "import sys; from tracker.cli.main import _parser; _parser(); "
+         "print(sorted({'torch', 'sam2'} & set(sys.modules)))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert imports.stdout.strip() == "[]", "--help must not wait for PyTorch"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "0"], "--frames: must be a whole number of at least 1"),
+        (["--image-size", "250"], "--image-size must be a multiple of 32"),
+        (["--device", "cuda:7"], "--device"),
+        (["--dtype", "float8"], "invalid choice: 'float8'"),
+    ],
+)
+def test_messages_name_options_as_the_cli_spells_them(mp4, tmp_path, args, message):
+    result = run_cli("track", mp4, "--out", tmp_path / "out", "--box", "1,1,9,9", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "-p " not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_is_written_whole_or_not_at_all(video, tmp_path, tiny_checkpoint):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(3):
+        video.image(index).save(folder / f"{index}.png")
+    video.image(3).resize((200, 150)).save(folder / "3.png")
+    out = tmp_path / "out"
+    common = ["--box", "120,60,220,160", "--image-size", 256]
+    failed = run_cli("track", folder, "--out", out, *common)
+    assert failed.returncode == 2 and "another size" in failed.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [folder], "nothing half-written"
+
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    refused = run_cli("track", folder, "--out", out, "--frames", 2, *common)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    replaced = run_cli("track", folder, "--out", out, "--frames", 2, "--overwrite", *common)
+    assert replaced.returncode == 0, replaced.stderr
+    assert not (out / "stale.png").exists()
+    _check_outputs(out, ["rectangle"], 2)
+
+
+def test_overlay_has_a_colour_blind_safe_palette_and_a_legend():
+    assert PALETTE[:3] == [(230, 159, 0), (86, 180, 233), (0, 158, 115)]  # Okabe-Ito
+    image = PIL.Image.new("RGB", (320, 240), (128, 128, 128))
+    picture = overlay(image, [None, None], ["object 0: mask", "object 1: rectangle"], frame=7)
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert PALETTE[0] in colours and PALETTE[1] in colours, "a swatch per object"
+    assert (255, 255, 255) in colours, "their names, and the frame number, in white"

@@ -33,6 +33,19 @@ def test_masks_match_upstream_at_256px(tiny_model, video):
     )
 
 
+def test_box_prompt_masks_match_upstream_at_256px(tiny_model, video):
+    """A box starts the object as upstream's `add_new_points_or_box` does (the box prompt the
+    tracker gives SAM2 for CVAT's rectangles). Only the start differs from a mask's, so a few
+    frames of propagation show it; the mask test covers the pointer window."""
+    ys, xs = video.masks[0].nonzero()
+    box = (xs.min() - 3.0, ys.min() - 3.0, xs.max() + 4.0, ys.max() + 4.0)
+    frames = 8
+    _assert_masks_agree(
+        upstream_masks(tiny_model, video, frames, box=box),
+        engine_masks(StreamingSam2(tiny_model), video, frames, box=box)[0],
+    )
+
+
 def test_memory_attention_inputs_match_upstream_past_the_pointer_window(tiny_model, video):
     frames = len(video.frames)
     assert frames > tiny_model.max_obj_ptrs_in_encoder + 2

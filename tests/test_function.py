@@ -9,13 +9,13 @@ import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 import pytest
 import torch
-from agent_worker import AgentWorker
 from cvat_sdk.masks import decode_mask
 from sam2_runs import iou
 from shape_checks import assert_valid_shape, largest_region_filled
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
 from tracker.engine.streaming import Prediction
 
 FRAMES = 11  # the prompt frame and 10 tracked frames
@@ -99,7 +99,9 @@ def test_mask_polygon_and_rectangle_tracked_together(function, worker, video, mo
 
 BAD_SHAPES = {
     "rle too short": ("mask", [1, 2, 3]),
-    "rle box outside image": ("mask", [4, 300, 200, 301, 201]),
+    "rle box of zeros": ("mask", [4, 300, 200, 301, 201]),  # a 2x2 box inside, nothing set
+    "rle box outside image": ("mask", [0, 4, 400, 300, 401, 301]),
+    "rle box past the border": ("mask", [0, 4, 318, 238, 321, 241]),
     "rle runs do not fill box": ("mask", [1, 2, 0, 0, 9, 9]),
     "rle negative run": ("mask", [-5, 9, 0, 0, 1, 1]),
     "rle not integers": ("mask", [1.5, 2.5, 0, 0, 1, 1]),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
-from agent_worker import interact, prompts
 from cvat_cli._internal import agent_driver_interaction as interaction
 from cvat_cli._internal.agent_driver import set_worker_current_function
 from cvat_sdk.masks import decode_mask
 
 from tracker.cvat.interaction import create
+from tracker.devtools.agent_worker import interact, prompts
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_embedding_is_computed_once_per_image(encodes, video):
     ("prompt", "message"),
     [
         (prompts(), "at least one point or a box"),
+        (prompts(neg=[(20, 20), (300, 200)]), "Negative clicks only .* positive click"),
         (prompts(pos=[(400, 10)]), r"\(400, 10\) is outside the 320x240 image"),
         (prompts(neg=[(-1, 10)], pos=[(5, 5)]), "outside"),
         (prompts(pos=[(float("nan"), 3)]), "NaN"),
@@ -71,3 +72,24 @@ def test_embedding_is_computed_once_per_image(encodes, video):
 def test_bad_prompts_are_explained(encodes, video, prompt, message):
     with pytest.raises(cvataa.BadFunctionError, match=message):
         interact((1, 0, ()), video.image(0), prompt)
+
+
+def test_embeddings_stay_within_their_budget_and_are_recomputed_when_dropped(video):
+    # At 256 px one embedding takes 1 MiB, so a budget of 1 holds one of them.
+    function = create(image_size=256, max_embedding_memory_mb=1)
+    set_worker_current_function(function)
+    interaction.AgentInteractionFunctionDriver.init_worker(None)
+    click = prompts(pos=[(160, 120)])
+    (first,) = interact((1, 0, ()), video.image(0), click)
+    for frame in (1, 2):
+        interact((1, frame, ()), video.image(frame), click)
+    assert function.budget.total_bytes() == 1024 * 1024
+    assert len(function.budget.live_states()) == 1, "the older embeddings were dropped"
+    # The agent still holds frame 0's (released) embedding and answers the click from it.
+    (again,) = interaction._worker_job_interact_from_cache((1, 0, ()), click)
+    assert again.points == first.points
+
+
+def test_interactor_parameters_are_checked():
+    with pytest.raises(cvataa.BadFunctionError, match="max_embedding_memory_mb must be a positive"):
+        create(max_embedding_memory_mb=0)

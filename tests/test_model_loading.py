@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
 import torch
-from agent_worker import AgentWorker
-from checkpoints import ensure_hf_checkpoint
 from conftest import TINY
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
+from tracker.devtools.checkpoints import ensure_hf_checkpoint
+from tracker.engine.model_loading import resolve_dtype
 
 SMALL = "facebook/sam2-hiera-small"
 
@@ -88,3 +90,65 @@ def test_device_auto_is_the_cpu_here():
     if not torch.cuda.is_available():
         assert create().options.model.device == torch.device("cpu")
         assert create().options.model.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("device", "capabilities", "expected"),
+    [
+        ("cuda", {0: (7, 5)}, torch.float32),  # T4: bfloat16 only by slow emulation
+        ("cuda", {0: (7, 0)}, torch.float32),  # V100
+        ("cuda", {0: (8, 0)}, torch.bfloat16),  # A100
+        ("cuda:1", {0: (9, 0), 1: (7, 5)}, torch.float32),  # the chosen GPU counts, not GPU 0
+        ("cuda:1", {0: (7, 5), 1: (8, 6)}, torch.bfloat16),
+        ("cpu", {0: (9, 0)}, torch.float32),
+    ],
+)
+def test_auto_dtype_is_bfloat16_only_where_the_chosen_gpu_computes_it(
+    monkeypatch, caplog, device, capabilities, expected
+):
+    def capability(chosen=None):
+        index = torch.device(chosen).index if chosen is not None else 0
+        return capabilities[index or 0]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    caplog.set_level(logging.INFO, logger="tracker.engine.model_loading")
+    assert resolve_dtype("auto", torch.device(device)) == expected
+    assert f"dtype auto chose {str(expected).removeprefix('torch.')}" in caplog.text
+
+
+@pytest.mark.parametrize("length", [0, 100_000], ids=["empty", "truncated"])
+def test_an_interrupted_copy_of_a_checkpoint_asks_for_it_again(tiny_checkpoint, tmp_path, length):
+    copy = tmp_path / "sam2.1_hiera_tiny.pt"
+    copy.write_bytes(tiny_checkpoint.read_bytes()[:length])
+    function = create(model_id=str(copy), image_size=256)
+    with pytest.raises(cvataa.BadFunctionError, match="empty or truncated.*copy or download it"):
+        function.engine  # noqa: B018 - the first request loads the model
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_while_loading_encoding_or_stepping_says_what_to_lower(
+    tiny_checkpoint, video, monkeypatch
+):
+    from tracker.engine import model_loading
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model_loading, "VIDEO_BUILDER", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="loading SAM2.*-p image_size=int:512"):
+            create(image_size=256).engine  # noqa: B018 - loads the model
+    function = create(image_size=256)
+    worker = AgentWorker(function)
+    (state,) = worker.init(video.image(0), ("mask", shapes.rle_from_mask(video.masks[0])))
+    with monkeypatch.context() as patch:
+        patch.setattr(function.engine, "encode", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="encoding a frame: lower -p image_size"):
+            worker.track(video.image(1), [state])
+    with monkeypatch.context() as patch:
+        patch.setattr(function.engine, "step", _out_of_memory)
+        with pytest.raises(cvataa.BadFunctionError, match="track fewer objects at once"):
+            worker.track(video.image(1), [state])
+    (shape,) = worker.track(video.image(1), [state])  # the agent goes on once memory is free
+    assert shape is not None

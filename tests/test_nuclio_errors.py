@@ -121,7 +121,7 @@ def test_internal_failures_are_a_5xx_with_a_message(functions, monkeypatch):
         ("SAM2_IMAGE_SIZE", "big", "SAM2_IMAGE_SIZE must be a whole number"),
         ("SAM2_IMAGE_SIZE", "100", "multiple of 32"),
         ("SAM2_POLYGON_TOLERANCE", "x", "SAM2_POLYGON_TOLERANCE must be a number"),
-        ("SAM2_MAX_STATE_MEMORY_MB", "0", "max_state_memory_mb must be a positive"),
+        ("SAM2_MAX_STATE_MEMORY_MB", "0", "SAM2_MAX_STATE_MEMORY_MB must be a positive"),
         ("SAM2_DEVICE", "cuda", "is not available"),
         ("SAM2_DTYPE", "int8", "Unknown dtype"),
         ("SAM2_MODEL_ID", "no/such-model", "Unknown SAM2 model"),
@@ -136,5 +136,5 @@ def test_environment_parameters_are_checked_as_the_agents_are(variable, value, f
 def test_interactor_settings_are_checked():
     with pytest.raises(ModelConfigError, match="SAM2_INTERACTOR_ANSWER must be one of"):
         env_options.interactor_settings({"SAM2_INTERACTOR_ANSWER": "polygon"})
-    with pytest.raises(ModelConfigError, match="SAM2_MAX_EMBEDDING_MEMORY_MB must be 0"):
+    with pytest.raises(ModelConfigError, match="SAM2_MAX_EMBEDDING_MEMORY_MB must be a positive"):
         env_options.interactor_settings({"SAM2_MAX_EMBEDDING_MEMORY_MB": "-1"})

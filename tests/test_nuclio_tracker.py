@@ -6,11 +6,11 @@ import json
 import threading
 
 import pytest
-from agent_worker import AgentWorker
 from nuclio_driver import NuclioFunction, tracker_body
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
 
 FRAMES = 8
 ENV = {"SAM2_IMAGE_SIZE": "256", "SAM2_DEVICE": "cpu"}

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 from sam2_runs import iou
-from synthetic import object_mask
 
 from tracker.cvat import shapes
+from tracker.devtools.synthetic import object_mask
 
 
 def _blob(seed: int, width: int = 200, height: int = 150) -> np.ndarray:
@@ -45,12 +45,13 @@ def test_polygon_without_simplification_round_trips_exactly():
     assert np.array_equal(shapes.mask_from_polygon(polygon, 320, 240), mask)
 
 
-def test_polygon_vertices_are_rounded_not_truncated():
+def test_polygon_vertices_snap_to_the_nearest_pixel_centre():
     square = [10.6, 10.6, 20.6, 10.6, 20.6, 20.6, 10.6, 20.6]
     mask = shapes.mask_from_polygon(square, 40, 40)
     ys, xs = np.nonzero(mask)
-    # Vertices go to the nearest pixel centre (11 and 21); truncation would give 10 and 20.
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (11, 21, 11, 21)
+    # Pixel 10's centre is at 10.5, the nearest to 10.6, and pixel 20's at 20.5. Ignoring the
+    # half-pixel shift of OpenCV's convention and rounding would give 11 to 21.
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 20, 10, 20)
 
 
 def test_one_pixel_region_becomes_a_small_square():
@@ -91,3 +92,36 @@ def test_rle_is_cvat_sdks_encoding_of_random_masks():
                 xs.max() + 1,
                 ys.max() + 1,
             ]
+
+
+def _line(width: int, height: int, row: int, columns: slice) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    mask[row, columns] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        _line(10, 10, 9, slice(9, 10)),  # one pixel in the corner
+        _line(10, 10, 4, slice(4, 5)),  # one pixel inside
+        _line(12, 8, 3, slice(2, 9)),  # a line one pixel thin
+        np.pad(np.ones((2, 3), bool), ((3, 4), (5, 1))),
+        object_mask(64, 48, (20, 30), (6, 4)),
+        object_mask(320, 240, (5, 5), (60, 30)),  # cut by the image border
+    ],
+)
+def test_mask_polygon_and_rectangle_of_one_object_agree_to_the_pixel(mask):
+    """One convention end to end: pixel (x, y) is the square [x, x + 1) x [y, y + 1), and a
+    shape covers the pixels whose centres it contains, as in CVAT's canvas and SAM2's prompts."""
+    height, width = mask.shape
+    x1, y1, x2, y2 = rectangle = shapes.rectangle_from_mask(mask)
+    box_pixels = np.zeros_like(mask)
+    box_pixels[int(y1) : int(y2), int(x1) : int(x2)] = True
+    assert np.array_equal(shapes.mask_from_rectangle(rectangle, width, height), box_pixels)
+    as_polygon = [x1, y1, x2, y1, x2, y2, x1, y2]
+    assert np.array_equal(shapes.mask_from_polygon(as_polygon, width, height), box_pixels)
+    polygon = shapes.polygon_from_mask(mask, tolerance=0)
+    assert np.array_equal(shapes.mask_from_polygon(polygon, width, height), mask)
+    xs, ys = polygon[0::2], polygon[1::2]
+    assert x1 <= min(xs) and max(xs) <= x2 and y1 <= min(ys) and max(ys) <= y2

@@ -6,11 +6,11 @@ import gc
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
-from agent_worker import AgentWorker
 
 from tracker.cvat import shapes
 from tracker.cvat.state_budget import StateBudget
 from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
 
 
 class FakeState:
@@ -42,6 +42,7 @@ def test_states_the_agent_forgot_are_not_counted():
     budget.add(forgotten)
     del forgotten
     gc.collect()
+    assert budget.total_bytes() == 0 and budget.live_states() == []
     kept = FakeState(100)
     budget.add(kept)
     assert kept.size == 100 and budget.live_states() == [kept]

@@ -3,6 +3,8 @@
 It makes exactly the calls cvat-cli's agent makes (`preprocess_image` once per frame,
 `init_tracking_state` per shape on the first frame, `track` per shape on the others), so what it
 shows is what CVAT will get.
+
+PyTorch and sam2 are imported only when tracking starts: `--help` and argument errors come at once.
 """
 
 from __future__ import annotations
@@ -10,20 +12,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 import PIL.Image
-from tqdm import tqdm
 
 from tracker.cli import serve as serve_command
-from tracker.cli.outputs import OutputWriter
 from tracker.cli.video_io import VideoReadError, open_video
 from tracker.cvat import shapes
-from tracker.cvat.tracking import create
+from tracker.cvat.options import TRACKER_PARAMETERS, ParameterSpec
 
 
 class CliError(Exception):
@@ -72,25 +74,70 @@ def _shape(kind: str, value: str, width: int, height: int) -> tuple[str, list]:
     return "rectangle", _numbers(value, "--box")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _add_parameter(group: argparse._ArgumentGroup, spec: ParameterSpec) -> None:
+    """One of the function's parameters as an option; the table gives its default and help."""
+    default = "" if spec.default is None else f" (default: {spec.default})"
+    group.add_argument(
+        "--" + spec.name.replace("_", "-"),
+        dest=spec.name,
+        type=spec.kind,
+        choices=spec.choices,
+        metavar=spec.name.upper() if spec.choices is None else None,
+        help=spec.help + default,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2-tracker", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     track = commands.add_parser("track", help="track objects through a video or image folder")
     track.add_argument("input", type=Path, help="a video file or a folder of images")
-    track.add_argument("--out", type=Path, required=True, help="folder for the results")
+    track.add_argument("--out", type=Path, required=True, help="a new or empty folder for results")
+    track.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it holds files already"
+    )
     for option, meta, text in [
         ("--mask", "MASK.png", "an image of the frame's size; non-zero pixels are the object"),
         ("--polygon", "X1,Y1,X2,Y2,...", "a polygon around the object"),
         ("--box", "X1,Y1,X2,Y2", "a box around the object"),
     ]:
         track.add_argument(option, action=_Prompt, metavar=meta, help=text + " (repeatable)")
-    track.add_argument("--start", type=int, default=0, help="the frame the objects are on")
-    track.add_argument("--frames", type=int, help="how many frames to process (default: all)")
-    track.add_argument("--model-id", default="facebook/sam2.1-hiera-tiny")
-    track.add_argument("--device", default="auto")
-    track.add_argument("--image-size", type=int, help="SAM2 input size (default: the model's)")
+    track.add_argument("--start", type=int, default=0, help="the frame the objects are on (0)")
+    track.add_argument(
+        "--frames", type=_positive_int, help="how many frames to process, at least 1 (all)"
+    )
+    model = track.add_argument_group("the tracking function's parameters")
+    for spec in TRACKER_PARAMETERS:
+        _add_parameter(model, spec)
     serve_command.add_parser(commands)
     return parser
+
+
+def _staging_folder(out: Path, overwrite: bool) -> Path:
+    """A fresh folder beside `out`, moved into place when everything is written, so that a failed
+    run leaves nothing behind and a new run never mixes with an old one's files."""
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise CliError(f"--out {out} is not empty: choose another folder, or add --overwrite.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    staging.rename(out)
 
 
 def track(args: argparse.Namespace) -> None:
@@ -103,18 +150,30 @@ def track(args: argparse.Namespace) -> None:
             f"--start {args.start} is outside the video, which has frames 0 to "
             f"{video.frame_count - 1}."
         )
-    count = video.frame_count - args.start if args.frames is None else args.frames
-    count = max(min(count, video.frame_count - args.start), 1)
-    params = {"model_id": args.model_id, "device": args.device}
-    if args.image_size is not None:
-        params["image_size"] = args.image_size
-    function = create(**params)
+    count = min(args.frames or video.frame_count, video.frame_count - args.start)
+    params = {s.name: getattr(args, s.name) for s in TRACKER_PARAMETERS}
+    staging = _staging_folder(args.out, args.overwrite)
+    try:
+        _track_into(staging, video, args, count, prompts, params)
+        _move_into_place(staging, args.out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
+
+def _track_into(staging: Path, video, args, count: int, prompts: list, params: dict) -> None:
+    from tqdm import tqdm
+
+    from tracker.cli.outputs import OutputWriter
+    from tracker.cvat.options import Syntax
+    from tracker.cvat.tracking import Sam2TrackingFunction
+
+    params = {name: value for name, value in params.items() if value is not None}
+    function = Sam2TrackingFunction.from_params(params, Syntax.CLI)
     frames = video.frames(args.start, count)
     first = next(frames)
     width, height = first.size
     objects = [_shape(kind, value, width, height) for kind, value in prompts]
-    writer = OutputWriter(args.out, width, height, video.fps, count)
+    writer = OutputWriter(staging, width, height, video.fps, count, [k for k, _ in objects])
     started = time.perf_counter()
     pp_image = function.preprocess_image(_Context("image"), first)
     states = [
@@ -134,7 +193,7 @@ def track(args: argparse.Namespace) -> None:
             shape = function.track(_Context(kind), pp_image, state)
             results.append(None if shape is None else (shape.type, shape.points))
         writer.add(args.start + offset, image, results)
-    writer.close([{"object": i, "type": kind} for i, (kind, _) in enumerate(objects)])
+    writer.close()
     elapsed = time.perf_counter() - started
     print(f"Tracked {len(objects)} object(s) over {count} frames in {elapsed:.1f} s; "
           f"results in {args.out}")  # fmt: skip

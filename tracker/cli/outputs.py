@@ -10,10 +10,12 @@ import numpy as np
 import PIL.Image
 
 from tracker.cvat import shapes
+from tracker.cvat.shape_tracker import frame_as_rgb
 
-# Distinct colours (RGB) for objects, cycled when there are more objects.
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230)]  # fmt: skip
+# Okabe & Ito's palette (RGB), told apart by viewers with any common colour-vision deficiency;
+# its black is left out, as masks are drawn over video. Cycled when there are more objects.
+PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+           (213, 94, 0), (204, 121, 167)]  # fmt: skip
 PREVIEW_FRAMES = 6
 PREVIEW_WIDTH = 320
 
@@ -24,35 +26,59 @@ def shape_mask(shape_type: str, points: list[float], width: int, height: int) ->
         return shapes.mask_from_rle(points, width, height)
     if shape_type == "polygon":
         return shapes.mask_from_polygon(points, width, height)
-    x1, y1, x2, y2 = (round(v) for v in points)
-    mask = np.zeros((height, width), dtype=bool)
-    mask[max(y1, 0) : min(y2, height), max(x1, 0) : min(x2, width)] = True
-    return mask
+    return shapes.mask_from_rectangle(points, width, height)
 
 
-def overlay(image: PIL.Image.Image, masks: list[np.ndarray | None]) -> np.ndarray:
-    """The frame (RGB array) with each object's mask tinted and outlined in its colour."""
-    canvas = np.array(image.convert("RGB"), dtype=np.float32)
+def colour(index: int) -> tuple[int, int, int]:
+    return PALETTE[index % len(PALETTE)]
+
+
+def overlay(
+    image: PIL.Image.Image, masks: list[np.ndarray | None], labels: list[str], frame: int
+) -> np.ndarray:
+    """The frame (RGB array) with each object's mask tinted and outlined in its colour, and a
+    legend naming each colour's object and the frame number."""
+    canvas = np.array(frame_as_rgb(image), dtype=np.float32)
     for index, mask in enumerate(masks):
         if mask is None or not mask.any():
             continue
-        colour = np.array(PALETTE[index % len(PALETTE)], dtype=np.float32)
-        canvas[mask] = 0.5 * canvas[mask] + 0.5 * colour
+        canvas[mask] = 0.5 * canvas[mask] + 0.5 * np.array(colour(index), dtype=np.float32)
     result = canvas.astype(np.uint8)
     for index, mask in enumerate(masks):
         if mask is not None and mask.any():
             contours, _ = cv2.findContours(
                 mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
             )
-            cv2.drawContours(result, contours, -1, PALETTE[index % len(PALETTE)], 2)
+            cv2.drawContours(result, contours, -1, colour(index), 2)
+    _legend(result, labels, frame)
     return result
+
+
+def _legend(picture: np.ndarray, labels: list[str], frame: int) -> None:
+    """`frame N`, then a swatch and a name per object, top left on a dark backing."""
+    scale = max(picture.shape[1] / 900, 0.35)
+    line = max(round(22 * scale), 9)
+    lines = [f"frame {frame}", *labels]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width = max(cv2.getTextSize(text, font, scale, 1)[0][0] for text in lines) + 2 * line
+    cv2.rectangle(picture, (0, 0), (width, line * len(lines) + line // 2), (0, 0, 0), -1)
+    for row, text in enumerate(lines):
+        baseline = line * (row + 1)
+        if row:
+            top_left = (line // 4, baseline - line + line // 4)
+            cv2.rectangle(picture, top_left, (line - line // 4, baseline), colour(row - 1), -1)
+        cv2.putText(picture, text, (line, baseline), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 class OutputWriter:
     """Writes every frame's results as they come, and the summary files at the end."""
 
-    def __init__(self, out: Path, width: int, height: int, fps: float, frame_count: int) -> None:
+    def __init__(
+        self, out: Path, width: int, height: int, fps: float, frame_count: int, kinds: list[str]
+    ) -> None:
         self.out = out
+        self.objects = [{"object": i, "type": kind} for i, kind in enumerate(kinds)]
+        self.labels = [f"object {i}: {kind}" for i, kind in enumerate(kinds)]
         self.width, self.height = width, height
         (out / "masks").mkdir(parents=True, exist_ok=True)
         self._video = cv2.VideoWriter(
@@ -80,20 +106,18 @@ class OutputWriter:
             "shapes": [None if r is None else {"object": i, "type": r[0], "points": r[1]}
                        for i, r in enumerate(results)],
         })  # fmt: skip
-        picture = overlay(image, masks)
+        picture = overlay(image, masks, self.labels, frame)
         self._video.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         if self._written in self._preview_at:
             scale = PREVIEW_WIDTH / self.width
             size = (PREVIEW_WIDTH, max(round(self.height * scale), 1))
             small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
-            cv2.putText(small, f"frame {frame}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                        (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
             self._previews.append(small)
         self._written += 1
 
-    def close(self, objects: list[dict]) -> None:
+    def close(self) -> None:
         self._video.release()
-        annotations = {"width": self.width, "height": self.height, "objects": objects,
+        annotations = {"width": self.width, "height": self.height, "objects": self.objects,
                        "frames": self._frames}  # fmt: skip
         (self.out / "annotations.json").write_text(json.dumps(annotations, indent=1))
         if self._previews:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +22,19 @@ class VideoSource:
     path: Path
     frame_count: int
     fps: float
-    images: list[Path] | None  # a folder's frames, in name order; None for a video file
+    images: list[Path] | None  # a folder's frames, in natural order; None for a video file
 
     def frames(self, start: int, count: int) -> Iterator[PIL.Image.Image]:
-        """Frames start .. start + count - 1, as RGB images."""
+        """Frames start .. start + count - 1. Images come in their own mode (16-bit greyscale
+        too), as CVAT hands them to the agent: the function converts them as it does there."""
         if self.images is not None:
             for path in self.images[start : start + count]:
                 try:
                     with PIL.Image.open(path) as image:
-                        yield image.convert("RGB")
+                        image.load()
                 except OSError as e:
                     raise VideoReadError(f"Cannot read the image {path}: {e}") from e
+                yield image
             return
         capture = cv2.VideoCapture(str(self.path))
         try:
@@ -45,9 +48,16 @@ class VideoSource:
             capture.release()
 
 
+def natural_key(path: Path) -> list:
+    """Numbers in a name compare as numbers (frame 2 before frame 10), as upstream's loader
+    orders its numeric frame names; the rest compares as text."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def open_video(path: Path) -> VideoSource:
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        images.sort(key=natural_key)
         if not images:
             raise VideoReadError(
                 f"The folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})."

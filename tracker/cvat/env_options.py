@@ -1,90 +1,82 @@
 """The functions' parameters from environment variables (Nuclio's `spec.env`, the server's shell).
 
-Each `SAM2_<NAME>` variable is the `-p <name>=...` parameter of the agent functions: the value is
-parsed into the parameter's type here and then checked by the same `TrackerOptions` /
-`ModelOptions` code as the agents', so the meanings, checks and messages are the same.
+Each `SAM2_<NAME>` variable is the `-p <name>=...` parameter of the agent functions: its text is
+parsed into the parameter's type (from the one table in `tracker.cvat.options`) and then checked
+by the same `TrackerOptions` / `InteractorOptions` code as the agents', so the meanings, checks
+and messages are the same, with parameters named as variables (`Syntax.ENV`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
 
-from tracker.cvat.options import ModelOptions, TrackerOptions
-from tracker.engine import model_loading
+from tracker.cvat.options import (
+    INTERACTOR_PARAMETERS,
+    TRACKER_PARAMETERS,
+    InteractorOptions,
+    ParameterSpec,
+    Syntax,
+    TrackerOptions,
+)
+from tracker.engine.errors import ModelConfigError, Parameter
 
-_MODEL_VARIABLES: dict[str, type] = {
-    "model_id": str,
-    "config": str,
-    "device": str,
-    "dtype": str,
-    "image_size": int,
-}
-_TRACKER_VARIABLES: dict[str, type] = {
-    **_MODEL_VARIABLES,
-    "max_state_memory_mb": int,
-    "polygon_tolerance": float,
-}
-#: The interactor's cache of image embeddings, keyed by the frame's bytes.
-DEFAULT_MAX_EMBEDDING_MEMORY_MB = 1024
 INTERACTOR_ANSWERS = ("shapes", "mask")
 
 
 def variable(name: str) -> str:
-    return f"SAM2_{name.upper()}"
+    return Syntax.ENV.phrase(Parameter(name))
 
 
-def _parsed(environ: Mapping[str, str], name: str, kind: type) -> Any:
-    text = environ[variable(name)].strip()
+@contextlib.contextmanager
+def phrased_for_env() -> Iterator[None]:
+    """Messages name the variables users set, not the agents' `-p` parameters."""
     try:
-        return kind(text)
+        yield
+    except ModelConfigError as e:
+        raise ModelConfigError(Syntax.ENV.render(e)) from e
+
+
+def _parsed(text: str, spec: ParameterSpec) -> Any:
+    try:
+        return spec.kind(text)
     except ValueError as e:
-        what = {int: "a whole number", float: "a number"}[kind]
-        raise model_loading.ModelConfigError(
-            f"{variable(name)} must be {what}; got {text!r}."
-        ) from e
+        what = {int: "a whole number", float: "a number"}[spec.kind]
+        raise ModelConfigError(f"{variable(spec.name)} must be {what}; got {text!r}.") from e
 
 
-def _params(environ: Mapping[str, str], names: Mapping[str, type]) -> dict[str, Any]:
-    return {
-        name: _parsed(environ, name, kind)
-        for name, kind in names.items()
-        if environ.get(variable(name), "").strip()
-    }
+def _params(environ: Mapping[str, str], specs: Sequence[ParameterSpec]) -> dict[str, Any]:
+    texts = {spec: environ.get(variable(spec.name), "").strip() for spec in specs}
+    return {spec.name: _parsed(text, spec) for spec, text in texts.items() if text}
 
 
 def tracker_options(environ: Mapping[str, str]) -> TrackerOptions:
-    return TrackerOptions.from_params(_params(environ, _TRACKER_VARIABLES))
+    with phrased_for_env():
+        return TrackerOptions.from_params(_params(environ, TRACKER_PARAMETERS), syntax=Syntax.ENV)
 
 
 @dataclasses.dataclass(frozen=True)
 class InteractorSettings:
-    model: ModelOptions
-    max_embedding_memory_mb: int
+    options: InteractorOptions
     answer: str  # "shapes" (CVAT's current interactor answer) or "mask" (older UIs)
 
 
 def interactor_settings(environ: Mapping[str, str]) -> InteractorSettings:
-    model = ModelOptions.from_params(
-        _params(environ, _MODEL_VARIABLES), model_loading.IMAGE_BUILDER
-    )
-    cache_mb = _params(environ, {"max_embedding_memory_mb": int}).get(
-        "max_embedding_memory_mb", DEFAULT_MAX_EMBEDDING_MEMORY_MB
-    )
-    if cache_mb < 0:
-        raise model_loading.ModelConfigError(
-            f"{variable('max_embedding_memory_mb')} must be 0 (no cache) or more megabytes."
+    with phrased_for_env():
+        options = InteractorOptions.from_params(
+            _params(environ, INTERACTOR_PARAMETERS), syntax=Syntax.ENV
         )
-    answer = environ.get(variable("interactor_answer"), "shapes").strip() or "shapes"
+    answer = environ.get(variable("interactor_answer"), "").strip() or "shapes"
     if answer not in INTERACTOR_ANSWERS:
-        raise model_loading.ModelConfigError(
+        raise ModelConfigError(
             f"{variable('interactor_answer')} must be one of {', '.join(INTERACTOR_ANSWERS)}; "
             f"got {answer!r}."
         )
-    return InteractorSettings(model, cache_mb, answer)
+    return InteractorSettings(options, answer)
 
 
 _TIMEOUTS = {"socket_connect_timeout": 5, "socket_timeout": 10, "health_check_interval": 30}
@@ -102,7 +94,7 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
         try:
             client = redis.Redis.from_url(url, **_TIMEOUTS)
         except ValueError as e:
-            raise model_loading.ModelConfigError(
+            raise ModelConfigError(
                 f"{variable('redis_url')} is not a Redis URL ({e}); use redis://:PASSWORD@HOST:PORT/0."
             ) from e
         kwargs = client.connection_pool.connection_kwargs
@@ -114,7 +106,7 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
     try:
         port = int(port_text or 6379)
     except ValueError as e:
-        raise model_loading.ModelConfigError(
+        raise ModelConfigError(
             f"CVAT_FUNCTIONS_REDIS_PORT must be a port number; got {port_text!r}."
         ) from e
     password = environ.get("CVAT_FUNCTIONS_REDIS_PASSWORD") or environ.get("CVAT_REDIS_PASSWORD")

@@ -3,21 +3,24 @@
 It implements `cvat_sdk.auto_annotation.InteractionFunction` on top of
 `tracker.engine.image_prompts`, with the same loading parameters as the tracker. The agent caches
 `preprocess_image` results, so further clicks on the same frame only run SAM2's prompt encoder and
-mask decoder.
+mask decoder; `max_embedding_memory_mb` bounds what those results hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 from cvat_sdk import models
 
 from tracker.cvat import shapes
-from tracker.cvat.options import ModelOptions
+from tracker.cvat.options import InteractorOptions, Syntax
+from tracker.cvat.startup import in_agent_worker
+from tracker.cvat.state_budget import StateBudget
 from tracker.cvat.user_errors import reported_to_user
-from tracker.engine import model_loading
 from tracker.engine.image_prompts import ImageEmbedding, Sam2ImageSegmenter
 
 
@@ -26,19 +29,37 @@ class Sam2InteractionFunction:
     # each combination; a request with no prompt at all is refused by `detect` with a message.
     spec = cvataa.InteractionFunctionSpec(min_pos_points=0, min_neg_points=0, min_bounding_boxes=0)
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: InteractorOptions) -> None:
         self.options = options
+        # The agent keeps every embedding for 10 minutes with no cap on their number: bound them.
+        # An embedding dropped here is computed again when its image is clicked once more.
+        self.budget = StateBudget(options.max_embedding_memory_mb * 1024 * 1024, "embedding")
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
+    ) -> Sam2InteractionFunction:
+        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
+        with reported_to_user(syntax):
+            return cls(InteractorOptions.from_params(params, syntax=syntax))
+
+    def _reported(self, stage: str = "embed") -> contextlib.AbstractContextManager[None]:
+        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
+        return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
     def segmenter(self) -> Sam2ImageSegmenter:
-        with reported_to_user():
-            return Sam2ImageSegmenter(self.options.load(), dtype=self.options.dtype)
+        with self._reported("load"):
+            return Sam2ImageSegmenter(self.options.model.load(), dtype=self.options.model.dtype)
 
     def preprocess_image(
         self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
     ) -> ImageEmbedding:
-        with reported_to_user():
-            return self.segmenter.embed(image)
+        segmenter = self.segmenter
+        with self._reported():
+            embedding = segmenter.embed(image)
+        self.budget.add(embedding)
+        return embedding
 
     def detect(
         self,
@@ -50,10 +71,16 @@ class Sam2InteractionFunction:
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = (x1, y1, x2, y2)
-        with reported_to_user():
-            result = self.segmenter.segment(
+        segmenter = self.segmenter
+        recomputed = pp_image.features is None
+        with self._reported():
+            result = segmenter.segment(
                 pp_image, list(prompts.pos_points), list(prompts.neg_points), box
             )
+        if recomputed:
+            self.budget.add(pp_image)
+        else:
+            self.budget.touch(pp_image)
         if not result.mask.any():
             return []
         confidence = models.AttributeValRequest(
@@ -67,8 +94,9 @@ class Sam2InteractionFunction:
 
 
 def create(**params: object) -> Sam2InteractionFunction:
-    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    with reported_to_user():
-        return Sam2InteractionFunction(
-            ModelOptions.from_params(params, model_loading.IMAGE_BUILDER)
-        )
+    """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
+    worker the model is loaded here, before the first request (see `tracker.cvat.startup`)."""
+    function = Sam2InteractionFunction.from_params(params)
+    if in_agent_worker():
+        function.segmenter  # noqa: B018 - loads the model, or fails the agent's start with why
+    return function

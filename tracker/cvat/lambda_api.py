@@ -27,6 +27,7 @@ import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 import torch
 
+from tracker.cvat.options import Syntax
 from tracker.cvat.shape_tracker import Shape, ShapeTracker, TrackedObject
 from tracker.cvat.state_store import (
     Checkout,
@@ -36,7 +37,8 @@ from tracker.cvat.state_store import (
     StoreUnavailableError,
     UnknownStateError,
 )
-from tracker.cvat.user_errors import USER_ERRORS
+from tracker.cvat.user_errors import OUT_OF_MEMORY_ADVICE, USER_ERRORS, user_message
+from tracker.engine.errors import render
 
 _log = logging.getLogger(__name__)
 
@@ -71,12 +73,11 @@ def answered(work: Callable[[], dict[str, Any]]) -> Answer:
         for kind, status in _STATUS_BY_ERROR:
             if isinstance(e, kind):
                 status = getattr(e, "status", status)
-                message = str(e)
+                message = user_message(e, Syntax.ENV)  # parameters named as variables
                 if isinstance(e, torch.OutOfMemoryError):
-                    message = (
-                        "The GPU ran out of memory; track fewer objects at once, or restart the "
-                        "function with a smaller SAM2_IMAGE_SIZE or SAM2_MAX_STATE_MEMORY_MB."
-                    )
+                    if torch.cuda.is_initialized():
+                        torch.cuda.empty_cache()  # give the failed request's blocks back
+                    message = render(OUT_OF_MEMORY_ADVICE["track"], Syntax.ENV.phrase)
                 _log.warning("Answered %d: %s", status, message)
                 return status, {"message": message}
         _log.exception("Internal error while serving a request")

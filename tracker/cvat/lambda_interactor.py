@@ -80,13 +80,16 @@ def _box(request: dict[str, Any]) -> Box | None:
 
 
 def embedding_nbytes(embedding: ImageEmbedding) -> int:
-    features = embedding.features
-    tensors = [features["image_embed"], *features["high_res_feats"]]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """The features and the pixels an embedding keeps (to compute its features again)."""
+    return embedding.nbytes() + embedding.image.nbytes
 
 
 class EmbeddingCache:
-    """Embeddings by a hash of the encoded frame, least recently used out past `max_bytes`."""
+    """Embeddings by a hash of the encoded frame, least recently used out past `max_bytes`.
+
+    The interaction function's own budget (`max_embedding_memory_mb`) bounds the features of all
+    embeddings alive; this cache bounds what it keeps alive, pixels included, by the same amount.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

@@ -1,24 +1,137 @@
-"""The functions' `-p` parameters: checked when a function is created, applied when it loads.
+"""The functions' parameters: one table, checked when a function is created, applied when it loads.
 
 Checking reads no weights, so `cvat-cli function create-native` works on any machine; the model is
-built by `ModelOptions.load` when the first frame arrives.
+built by `ModelOptions.load`. Users reach the same parameters through three interfaces, and every
+message names them in the syntax of the one in use (`Syntax`): cvat-cli's `-p image_size=int:256`,
+`sam2-tracker`'s `--image-size 256`, and the environment of a Nuclio function or server,
+`SAM2_IMAGE_SIZE=256`.
+
+This module imports neither PyTorch nor sam2 (the engine is imported where a model is resolved),
+so that `sam2-tracker --help` can show the table's defaults at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from sam2.modeling.sam2_base import SAM2Base
+from tracker.engine.errors import ModelConfigError, Parameter
 
-from tracker.engine import model_loading
+if TYPE_CHECKING:
+    import torch
+    from sam2.modeling.sam2_base import SAM2Base
+
+    from tracker.engine import model_loading
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "facebook/sam2.1-hiera-tiny"
+DEFAULT_POLYGON_TOLERANCE = 1.0
 DEFAULT_MAX_STATE_MEMORY_MB = 2048
+#: About 64 embeddings at 1024 px (16 MB each), 1,000 at 256 px.
+DEFAULT_MAX_EMBEDDING_MEMORY_MB = 1024
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class Syntax(enum.Enum):
+    """How users of one interface write a parameter; `phrase` renders a `Parameter` so."""
+
+    AGENT = "agent"  # cvat-cli's function files: -p name=type:value
+    CLI = "cli"  # sam2-tracker: --name-with-dashes VALUE
+    ENV = "env"  # Nuclio functions and servers: SAM2_NAME=value
+
+    def phrase(self, parameter: Parameter) -> str:
+        name, example = parameter.name, parameter.example
+        if self is Syntax.CLI:
+            flag = "--" + name.replace("_", "-")
+            return flag if example is None else f"{flag} {_text(example)}"
+        if self is Syntax.ENV:
+            variable = "SAM2_" + name.upper()
+            return variable if example is None else f"{variable}={_text(example)}"
+        if example is None:
+            return name
+        return f"-p {name}={type(example).__name__}:{_text(example)}"
+
+    def render(self, error: ModelConfigError) -> str:
+        return error.render(self.phrase)
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter of the table: what `--help`, the README and the checks agree on."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+MODEL_PARAMETERS = (
+    ParameterSpec(
+        "model_id",
+        str,
+        DEFAULT_MODEL_ID,
+        "a Hugging Face id of an upstream SAM2 model, a local .pt checkpoint, or a folder "
+        "holding one",
+    ),
+    ParameterSpec(
+        "config",
+        str,
+        None,
+        "the architecture of a checkpoint with another name: sam2.1_hiera_t, sam2.1_hiera_s, "
+        "sam2.1_hiera_b+ or sam2.1_hiera_l (default: from the file name)",
+    ),
+    ParameterSpec(
+        "device", str, "auto", "auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps"
+    ),
+    ParameterSpec(
+        "dtype",
+        str,
+        "auto",
+        "auto: bfloat16 on GPUs of compute capability 8.0 or higher, float32 elsewhere",
+        DTYPES,
+    ),
+    ParameterSpec(
+        "image_size",
+        int,
+        None,
+        "SAM2's square input size, a multiple of 32 of at least 64; smaller is faster but "
+        "coarser (default: the model's, 1024)",
+    ),
+)
+TRACKER_PARAMETERS = (
+    *MODEL_PARAMETERS,
+    ParameterSpec(
+        "polygon_tolerance",
+        float,
+        DEFAULT_POLYGON_TOLERANCE,
+        "how far, in pixels, a simplified polygon may stray from the mask's outline (0: none)",
+    ),
+    ParameterSpec(
+        "max_state_memory_mb",
+        int,
+        DEFAULT_MAX_STATE_MEMORY_MB,
+        "memory budget over all tracking states; past it the least recently used are dropped",
+    ),
+)
+INTERACTOR_PARAMETERS = (
+    *MODEL_PARAMETERS,
+    ParameterSpec(
+        "max_embedding_memory_mb",
+        int,
+        DEFAULT_MAX_EMBEDDING_MEMORY_MB,
+        "memory budget over the agent's cached image embeddings; past it the least recently "
+        "used are dropped (and computed again when their image is clicked)",
+    ),
+)
+_EXAMPLES: dict[type, Any] = {str: "VALUE", int: 256, float: 1.5, bool: True}
 
 
 def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -29,10 +142,19 @@ def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        example = {str: "str:VALUE", int: "int:256", float: "float:1.5"}[kind]
-        raise model_loading.ModelConfigError(
-            f"Parameter {name} must be a {kind.__name__}: pass it as -p {name}={example}."
+        raise ModelConfigError(
+            "Parameter ",
+            Parameter(name),
+            f" must be a {kind.__name__}: pass it as ",
+            Parameter(name, _EXAMPLES[kind]),
+            ".",
         )
+    return value
+
+
+def _positive(value: int, name: str) -> int:
+    if value <= 0:
+        raise ModelConfigError(Parameter(name), " must be a positive number of megabytes.")
     return value
 
 
@@ -46,10 +168,19 @@ class ModelOptions:
     image_size: int | None
     builder: model_loading.Builder
     builder_options: dict[str, Any]
+    syntax: Syntax = Syntax.AGENT  # how messages name parameters to this function's users
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], builder: model_loading.Builder) -> ModelOptions:
+    def from_params(
+        cls,
+        params: dict[str, Any],
+        builder: model_loading.Builder,
+        *,
+        syntax: Syntax = Syntax.AGENT,
+    ) -> ModelOptions:
         """Check the loading parameters; every other one must be an option of `builder`."""
+        from tracker.engine import model_loading
+
         params = dict(params)
         model_id = take(params, "model_id", str, DEFAULT_MODEL_ID)
         config = take(params, "config", str, None)
@@ -63,9 +194,12 @@ class ModelOptions:
             image_size=image_size,
             builder=builder,
             builder_options=model_loading.check_builder_options(params, builder),
+            syntax=syntax,
         )
 
     def load(self) -> SAM2Base:
+        from tracker.engine import model_loading
+
         model = model_loading.build_model(
             self.reference, self.device, self.image_size, self.builder_options, self.builder
         )
@@ -79,19 +213,45 @@ class TrackerOptions:
     polygon_tolerance: float
     max_state_memory_mb: int
 
+    @property
+    def syntax(self) -> Syntax:
+        return self.model.syntax
+
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrackerOptions:
+    def from_params(
+        cls, params: dict[str, Any], *, syntax: Syntax = Syntax.AGENT
+    ) -> TrackerOptions:
         """Check every parameter; raises ModelConfigError with a message for the user."""
+        from tracker.engine import model_loading
+
         params = dict(params)
-        tolerance = take(params, "polygon_tolerance", float, 1.0)
+        tolerance = take(params, "polygon_tolerance", float, DEFAULT_POLYGON_TOLERANCE)
         if tolerance < 0:
-            raise model_loading.ModelConfigError(
-                "polygon_tolerance must be 0 (no simplification) or more pixels."
+            raise ModelConfigError(
+                Parameter("polygon_tolerance"), " must be 0 (no simplification) or more pixels."
             )
         budget = take(params, "max_state_memory_mb", int, DEFAULT_MAX_STATE_MEMORY_MB)
-        if budget <= 0:
-            raise model_loading.ModelConfigError(
-                "max_state_memory_mb must be a positive number of megabytes."
-            )
-        model = ModelOptions.from_params(params, model_loading.VIDEO_BUILDER)
-        return cls(model, tolerance, budget)
+        model = ModelOptions.from_params(params, model_loading.VIDEO_BUILDER, syntax=syntax)
+        return cls(model, tolerance, _positive(budget, "max_state_memory_mb"))
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractorOptions:
+    model: ModelOptions
+    max_embedding_memory_mb: int
+
+    @property
+    def syntax(self) -> Syntax:
+        return self.model.syntax
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], *, syntax: Syntax = Syntax.AGENT
+    ) -> InteractorOptions:
+        """Check every parameter; raises ModelConfigError with a message for the user."""
+        from tracker.engine import model_loading
+
+        params = dict(params)
+        budget = take(params, "max_embedding_memory_mb", int, DEFAULT_MAX_EMBEDDING_MEMORY_MB)
+        model = ModelOptions.from_params(params, model_loading.IMAGE_BUILDER, syntax=syntax)
+        return cls(model, _positive(budget, "max_embedding_memory_mb"))

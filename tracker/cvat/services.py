@@ -29,7 +29,8 @@ def build_tracker(
 ) -> LambdaTracker:
     """The tracker service, with its states in Redis when a client is given."""
     tracker = ShapeTracker(options)
-    engine = tracker.engine  # load now: fail fast
+    with env_options.phrased_for_env():
+        engine = tracker.engine  # load now: fail fast
     store: StateStore
     if redis_client is None:
         store = MemoryStateStore(options.max_state_memory_mb)
@@ -46,11 +47,10 @@ def build_tracker(
 
 
 def build_interactor(settings: env_options.InteractorSettings) -> LambdaInteractor:
-    function = Sam2InteractionFunction(settings.model)
+    function = Sam2InteractionFunction(settings.options)  # its errors are phrased for env
     function.segmenter  # noqa: B018 - load now: fail fast
-    return LambdaInteractor(
-        function, settings.max_embedding_memory_mb * 1024 * 1024, answer=settings.answer
-    )
+    max_bytes = settings.options.max_embedding_memory_mb * 1024 * 1024
+    return LambdaInteractor(function, max_bytes, answer=settings.answer)
 
 
 def tracker_from_env(environ: Mapping[str, str]) -> LambdaTracker:

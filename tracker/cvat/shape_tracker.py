@@ -17,10 +17,15 @@ import PIL.Image
 
 from tracker.cvat import shapes
 from tracker.cvat.options import TrackerOptions
-from tracker.engine.frames import FrameError
+from tracker.engine.frames import FrameError, to_rgb
 from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, StreamingSam2
 
 SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
+
+
+def frame_as_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The frame in 8-bit RGB as SAM2 sees it (16-bit greyscale too), to draw results on."""
+    return to_rgb(image)
 
 
 class Shape(NamedTuple):

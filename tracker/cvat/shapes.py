@@ -1,8 +1,11 @@
 """CVAT shapes <-> binary masks: decode and check what users drew, encode what SAM2 tracked.
 
-Coordinates follow OpenCV's convention, as CVAT's own mask <-> polygon conversions do: pixel
-(x, y) is centred on the integer point (x, y). A rectangle covers the pixels it spans, so the box
-of a mask whose pixels run from x1 to x2 is [x1, x2 + 1).
+One pixel convention end to end, CVAT's canvas's and SAM2's prompts': pixel (x, y) is the square
+[x, x + 1) x [y, y + 1), centred on (x + 0.5, y + 0.5), and a polygon or rectangle covers the
+pixels whose centres it contains. So the tight rectangle of a mask whose pixels run from x1 to x2
+is [x1, x2 + 1], and a polygon runs through the centres of the region's border pixels. OpenCV
+(`fillPoly`, `findContours`) centres pixels on integer points instead: coordinates are shifted by
+half a pixel where they pass through it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from cvat_sdk.masks import decode_mask, encode_mask
 _SUBPIXEL_BITS = 4
 # Beyond this, fixed-point coordinates would overflow OpenCV's int32; no real drawing gets there.
 _MAX_COORDINATE = float(1 << 24)
+# CVAT's coordinate of an OpenCV pixel's centre.
+_HALF_PIXEL = 0.5
 
 
 class ShapeError(ValueError):
@@ -66,11 +71,19 @@ def mask_from_polygon(points: Sequence[float], width: int, height: int) -> np.nd
         raise ShapeError("The polygon needs at least 3 distinct points; redraw it.")
     if np.abs(vertices).max() > _MAX_COORDINATE:
         raise ShapeError("The polygon has points far outside the image; redraw it.")
-    fixed = np.round(vertices * (1 << _SUBPIXEL_BITS)).astype(np.int32)
-    mask = np.zeros((height, width), dtype=np.uint8)
-    cv2.fillPoly(mask, [fixed], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    fixed = np.round((vertices - _HALF_PIXEL) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+    # fillPoly covers the pixels whose centres are inside or on the polygon, rounding ties (a
+    # vertex on a pixel's edge, as every rectangle's has) up: a rectangle [0, 0, 2, 2] would cover
+    # 3x3 pixels. Covering only what both of two copies shifted by -/+ 1/16 px cover leaves the
+    # centres on an edge out on every side, and nothing else changes.
+    masks = [np.zeros((height, width), dtype=np.uint8) for _ in range(2)]
+    for mask, offset in zip(masks, (-1, 1), strict=True):
+        cv2.fillPoly(mask, [fixed + offset], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    mask = masks[0] & masks[1]
     if not mask.any():
-        raise ShapeError("The polygon lies entirely outside the image; redraw it on the image.")
+        raise ShapeError(
+            "The polygon covers no pixel's centre in the image; redraw it around the object."
+        )
     return mask.astype(bool)
 
 
@@ -90,6 +103,12 @@ def box_from_rectangle(
     if x1 == x2 or y1 == y2:
         raise ShapeError("The rectangle lies entirely outside the image; draw it on the image.")
     return float(x1), float(y1), float(x2), float(y2)
+
+
+def mask_from_rectangle(points: Sequence[float], width: int, height: int) -> np.ndarray:
+    """The pixels a rectangle [x1, y1, x2, y2] covers: those its polygon covers."""
+    x1, y1, x2, y2 = box_from_rectangle(points, width, height)
+    return mask_from_polygon([x1, y1, x2, y1, x2, y2, x1, y2], width, height)
 
 
 def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -124,12 +143,10 @@ def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
         simplified = cv2.approxPolyDP(contour, tolerance, closed=True)
         if len(np.unique(simplified.reshape(-1, 2), axis=0)) >= 3:
             contour = simplified
-    vertices = contour.reshape(-1, 2)
-    if len(np.unique(vertices, axis=0)) < 3:
-        # A region one pixel thin: outline the pixels' square instead of a degenerate ring.
-        height, width = mask.shape
-        x1, y1 = vertices.min(axis=0)
-        x2 = min(vertices[:, 0].max() + 1, width)
-        y2 = min(vertices[:, 1].max() + 1, height)
-        vertices = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
-    return [float(v) for v in vertices.ravel()]
+    vertices = contour.reshape(-1, 2).astype(np.float64)
+    if cv2.contourArea(contour) == 0:
+        # A region one pixel thin has a ring of no area through its pixels' centres: outline the
+        # pixels' squares instead (the region's tight rectangle).
+        (x1, y1), (x2, y2) = vertices.min(axis=0), vertices.max(axis=0) + 1
+        return [float(v) for v in (x1, y1, x2, y1, x2, y2, x1, y2)]
+    return [float(v) for v in (vertices + _HALF_PIXEL).ravel()]

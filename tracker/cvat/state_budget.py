@@ -1,4 +1,5 @@
-"""A memory budget over all live tracking states of one agent, dropping the least recently used.
+"""A memory budget over all live tracking states (or image embeddings) of one agent, dropping the
+least recently used.
 
 cvat-cli's agent keeps every state for 8 hours after its last use, with no cap on their number,
 so without a budget a day of annotation could exhaust a GPU. States the agent has already let go
@@ -12,6 +13,8 @@ import logging
 import weakref
 from typing import Protocol
 
+from tracker.engine.errors import ModelConfigError, Parameter
+
 _log = logging.getLogger(__name__)
 
 
@@ -23,8 +26,9 @@ class Budgeted(Protocol):
 
 
 class StateBudget:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, what: str = "tracking state") -> None:
         self.max_bytes = max_bytes
+        self.what = what  # for the log
         # id -> (weak reference, bytes when last counted), least recently used first.
         self._states: collections.OrderedDict[int, tuple[weakref.ref[Budgeted], int]] = (
             collections.OrderedDict()
@@ -69,12 +73,14 @@ class StateBudget:
             self._forget(key)
             if state is not None:
                 state.release()
-                _log.info("Dropped the least recently used tracking state to stay within budget")
+                _log.info("Dropped the least recently used %s to stay within budget", self.what)
 
 
-def dropped_state_message(max_state_memory_mb: int) -> str:
-    return (
-        "This object's tracking state was dropped to keep memory within "
-        f"max_state_memory_mb={max_state_memory_mb}; run the tracker again from the current "
-        "frame (or raise max_state_memory_mb)."
+def dropped_state_message(max_state_memory_mb: int) -> ModelConfigError:
+    """What tracking a dropped state answers; its parameter is phrased by the caller's syntax."""
+    return ModelConfigError(
+        f"This object's tracking state was dropped to keep memory within {max_state_memory_mb} "
+        "MB; run the tracker again from the current frame, or give the states more memory with ",
+        Parameter("max_state_memory_mb", 2 * max_state_memory_mb),
+        ".",
     )

@@ -7,18 +7,21 @@ would reach the user as "Unknown error".
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
-from tracker.cvat.options import TrackerOptions
+from tracker.cvat.options import Syntax, TrackerOptions
 from tracker.cvat.shape_tracker import (
     SUPPORTED_SHAPE_TYPES,
     Shape,
     ShapeTracker,
     TrackedObject,
 )
+from tracker.cvat.startup import in_agent_worker
 from tracker.cvat.state_budget import StateBudget, dropped_state_message
 from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.streaming import FrameFeatures, StreamingSam2
@@ -35,17 +38,30 @@ class Sam2TrackingFunction:
         # The agent keeps every state for 8 hours with no cap on their number: bound them.
         self.budget = StateBudget(options.max_state_memory_mb * 1024 * 1024)
 
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
+    ) -> Sam2TrackingFunction:
+        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
+        with reported_to_user(syntax):
+            return cls(TrackerOptions.from_params(params, syntax=syntax))
+
+    def _reported(self, stage: str = "track") -> contextlib.AbstractContextManager[None]:
+        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
+        return reported_to_user(self.options.syntax, stage)
+
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """The model is loaded on first use, so registering the function needs no weights."""
-        with reported_to_user():
+        with self._reported("load"):
             return self.tracker.engine
 
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
     ) -> FrameFeatures:
-        with reported_to_user():
-            return self.engine.encode(image)
+        engine = self.engine
+        with self._reported("encode"):
+            return engine.encode(image)
 
     def init_tracking_state(
         self,
@@ -53,7 +69,7 @@ class Sam2TrackingFunction:
         pp_image: FrameFeatures,
         shape: cvataa.TrackableShape,
     ) -> TrackedObject:
-        with reported_to_user():
+        with self._reported():
             state = self.tracker.start(pp_image, Shape(shape.type, shape.points))
         self.budget.add(state)
         return state
@@ -64,9 +80,9 @@ class Sam2TrackingFunction:
         pp_image: FrameFeatures,
         state: TrackedObject,
     ) -> cvataa.TrackableShape | None:
-        if state.object_state is None:
-            raise cvataa.BadFunctionError(dropped_state_message(self.options.max_state_memory_mb))
-        with reported_to_user():
+        with self._reported():
+            if state.object_state is None:
+                raise dropped_state_message(self.options.max_state_memory_mb)
             shape = self.tracker.step(pp_image, state)
         self.budget.touch(state)
         return (
@@ -75,6 +91,9 @@ class Sam2TrackingFunction:
 
 
 def create(**params: object) -> Sam2TrackingFunction:
-    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
-    with reported_to_user():
-        return Sam2TrackingFunction(TrackerOptions.from_params(params))
+    """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
+    worker the model is loaded here, before the first request (see `tracker.cvat.startup`)."""
+    function = Sam2TrackingFunction.from_params(params)
+    if in_agent_worker():
+        function.engine  # noqa: B018 - loads the model, or fails the agent's start with why
+    return function

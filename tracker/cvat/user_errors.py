@@ -2,7 +2,8 @@
 
 Any other exception reaches the user as "Unknown error", so every layer below raises its own
 `ValueError` subclass with a message that says what to do, and the CVAT-facing functions wrap
-their work in `reported_to_user()`.
+their work in `reported_to_user()`. Messages that name a parameter are phrased in the syntax of the
+interface the user configures (`tracker.cvat.options.Syntax`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,67 @@ import contextlib
 from collections.abc import Iterator
 
 import cvat_sdk.auto_annotation as cvataa
+import torch
 
+from tracker.cvat.options import Syntax
 from tracker.cvat.shapes import ShapeError
+from tracker.engine.errors import ModelConfigError, Parameter, render
 from tracker.engine.frames import FrameError
 from tracker.engine.image_prompts import PromptError
-from tracker.engine.model_loading import ModelConfigError
 
 USER_ERRORS = (FrameError, ModelConfigError, PromptError, ShapeError)
 
 
+def user_message(error: Exception, syntax: Syntax = Syntax.AGENT) -> str:
+    """The message of one of `USER_ERRORS`, with parameters named as `syntax` writes them."""
+    return syntax.render(error) if isinstance(error, ModelConfigError) else str(error)
+
+
+#: What to do when the GPU runs out of memory, by what was running: loading the model, encoding
+#: a frame (tracker) or an image (interactor), stepping tracked objects.
+OUT_OF_MEMORY_ADVICE = {
+    "load": (
+        "Out of GPU memory while loading SAM2: free the GPU, choose a smaller ",
+        Parameter("model_id"),
+        ", or lower ",
+        Parameter("image_size", 512),
+        ".",
+    ),
+    "encode": (
+        "Out of GPU memory while encoding a frame: lower ",
+        Parameter("image_size", 512),
+        " or the memory kept for tracking states, ",
+        Parameter("max_state_memory_mb", 1024),
+        ".",
+    ),
+    "embed": (
+        "Out of GPU memory while encoding an image: lower ",
+        Parameter("image_size", 512),
+        " or the memory kept for embeddings, ",
+        Parameter("max_embedding_memory_mb", 512),
+        ".",
+    ),
+    "track": (
+        "Out of GPU memory while tracking: track fewer objects at once, or lower ",
+        Parameter("max_state_memory_mb", 1024),
+        " or ",
+        Parameter("image_size", 512),
+        ".",
+    ),
+}
+
+
 @contextlib.contextmanager
-def reported_to_user() -> Iterator[None]:
+def reported_to_user(syntax: Syntax = Syntax.AGENT, stage: str = "track") -> Iterator[None]:
+    """Errors a user can fix become `BadFunctionError`s, phrased in `syntax`; running out of GPU
+    memory during `stage` (a key of `OUT_OF_MEMORY_ADVICE`) is one of them."""
     try:
         yield
     except USER_ERRORS as e:
-        raise cvataa.BadFunctionError(str(e)) from e
+        raise cvataa.BadFunctionError(user_message(e, syntax)) from e
+    except torch.cuda.OutOfMemoryError as e:
+        # Give the failed request's blocks back, so that the next request can succeed.
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        message = render(OUT_OF_MEMORY_ADVICE[stage], syntax.phrase)
+        raise cvataa.BadFunctionError(message) from e

@@ -20,21 +20,13 @@ class FrameError(ValueError):
     """A frame that cannot be turned into RGB; the message says what to do."""
 
 
-def _scaled_to_8_bits(values: np.ndarray) -> np.ndarray:
-    """Greyscale of more than 8 bits (PIL modes I;16, I, F) to 0..255, by what the range says:
-    0..1 floats and 0..255 values keep their meaning, 16-bit values are divided by 257, and any
-    other range is stretched from its minimum to its maximum."""
-    finite = values[np.isfinite(values)]
-    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
-    if low >= 0 and high <= 1 and values.dtype.kind == "f":
-        values = values * 255
-    elif low >= 0 and high <= 255:
-        pass
-    elif low >= 0 and high <= 65535:
-        values = values / 257
-    elif high > low:
-        values = (values - low) / (high - low) * 255
-    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+def _scaled_to_8_bits(values: np.ndarray, mode: str) -> np.ndarray:
+    """Greyscale of more than 8 bits (PIL modes I;16, I, F) to 0..255 by one fixed mapping per
+    mode: integers as 16-bit values (divided by 257), floats as 0..1. A mapping that followed each
+    frame's own range would change every pixel of a frame when one pixel crossed a threshold (a
+    hot spot in thermal footage), so frames of one video would not be comparable."""
+    scale = 255.0 if mode == "F" else 1 / 257
+    return np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
 
 
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -42,7 +34,7 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         values = np.asarray(image)
         values = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
-        return PIL.Image.fromarray(_scaled_to_8_bits(values), mode="L").convert("RGB")
+        return PIL.Image.fromarray(_scaled_to_8_bits(values, image.mode), mode="L").convert("RGB")
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as e:

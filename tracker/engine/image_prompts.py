@@ -27,11 +27,24 @@ class PromptError(ValueError):
     """Prompts that cannot be used; the message tells the user what to change."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False)
 class ImageEmbedding:
+    """One image's encoder output. A memory budget may `release` the features (16 MB at 1024 px);
+    the 8-bit image stays, so that `Sam2ImageSegmenter.segment` can compute them again."""
+
     width: int
     height: int
-    features: dict  # SAM2ImagePredictor's `_features` for this image
+    features: dict | None  # SAM2ImagePredictor's `_features` for this image; None once released
+    image: np.ndarray  # the RGB pixels the features were computed from
+
+    def nbytes(self) -> int:
+        if self.features is None:
+            return 0
+        tensors = [self.features["image_embed"], *self.features["high_res_feats"]]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def release(self) -> None:
+        self.features = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +63,13 @@ class Sam2ImageSegmenter:
 
     def embed(self, image: PIL.Image.Image) -> ImageEmbedding:
         """Run the image encoder (the expensive part) once for an image."""
+        pixels = np.array(to_rgb(image))
+        return ImageEmbedding(image.width, image.height, self._features(pixels), pixels)
+
+    def _features(self, pixels: np.ndarray) -> dict:
         with inference_context(self.device, self.dtype):
-            self.predictor.set_image(np.array(to_rgb(image)))
-        return ImageEmbedding(image.width, image.height, self.predictor._features)
+            self.predictor.set_image(pixels)
+        return self.predictor._features
 
     def segment(
         self,
@@ -67,10 +84,19 @@ class Sam2ImageSegmenter:
             box = _checked_box(box, embedding)
         if not points and box is None:
             raise PromptError("Give at least one point or a box around the object.")
+        if not positive and box is None:
+            # SAM2 still returns a mask for these, but of an arbitrary region: nothing says
+            # which object is meant.
+            raise PromptError(
+                "Negative clicks only say what is not the object; add a positive click on the "
+                "object or a box around it."
+            )
         labels = [1] * len(positive) + [0] * len(negative)
         # One click alone is ambiguous (a part or the whole?): SAM2 proposes three masks and the
         # one it predicts best is kept. With more prompts a single mask is what SAM2 is trained for.
         multimask = len(points) == 1 and box is None
+        if embedding.features is None:
+            embedding.features = self._features(embedding.image)
         self.predictor._features = embedding.features
         self.predictor._orig_hw = [(embedding.height, embedding.width)]
         self.predictor._is_image_set = True

@@ -19,6 +19,8 @@ import torch
 from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2, build_sam2_video_predictor
 from sam2.modeling.sam2_base import SAM2Base
 
+from tracker.engine.errors import ModelConfigError, Parameter
+
 _log = logging.getLogger(__name__)
 
 #: Checkpoint file name -> config name, for every upstream checkpoint.
@@ -42,10 +44,6 @@ _BUILDER_OWN_ARGS = {
 
 def builder_options(builder: Builder) -> frozenset[str]:
     return frozenset(inspect.signature(builder).parameters.keys() - _BUILDER_OWN_ARGS)
-
-
-class ModelConfigError(ValueError):
-    """A model reference, device or option that cannot work; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +75,9 @@ def resolve_config(config: str) -> str:
         if _config_exists(name):
             return name
     known = ", ".join(sorted(Path(c).stem for c in CONFIG_BY_CHECKPOINT_NAME.values()))
-    raise ModelConfigError(f"Unknown SAM2 config {config!r}; use one of: {known}.")
+    raise ModelConfigError(
+        f"Unknown SAM2 config {config!r} for ", Parameter("config"), f"; use one of: {known}."
+    )
 
 
 def _checkpoint_reference(path: Path, config: str | None) -> ModelReference:
@@ -86,9 +86,9 @@ def _checkpoint_reference(path: Path, config: str | None) -> ModelReference:
     if path.name in CONFIG_BY_CHECKPOINT_NAME:
         return ModelReference(CONFIG_BY_CHECKPOINT_NAME[path.name], checkpoint_path=path)
     raise ModelConfigError(
-        f"Cannot tell which SAM2 architecture {str(path)!r} holds from its name; "
-        "add -p config=str:<name>, for example sam2.1_hiera_t, sam2.1_hiera_s, "
-        "sam2.1_hiera_b+ or sam2.1_hiera_l."
+        f"Cannot tell which SAM2 architecture {str(path)!r} holds from its name; add ",
+        Parameter("config", "<name>"),
+        ", for example sam2.1_hiera_t, sam2.1_hiera_s, sam2.1_hiera_b+ or sam2.1_hiera_l.",
     )
 
 
@@ -110,7 +110,9 @@ def resolve_model(model_id: str, config: str | None = None) -> ModelReference:
             found = ", ".join(p.name for p in checkpoints) or "none"
             raise ModelConfigError(
                 f"The folder {str(path)!r} must hold exactly one SAM2 checkpoint (.pt); "
-                f"found: {found}. Pass the file itself with -p model_id=str:<path>."
+                f"found: {found}. Pass the file itself with ",
+                Parameter("model_id", "<path>"),
+                ".",
             )
         return _checkpoint_reference(chosen[0], config)
     if path.suffix == ".pt" or model_id.startswith((os.sep, ".", "~")):
@@ -118,7 +120,9 @@ def resolve_model(model_id: str, config: str | None = None) -> ModelReference:
     ids = ", ".join(HF_MODEL_ID_TO_FILENAMES)
     raise ModelConfigError(
         f"Unknown SAM2 model {model_id!r}. Use one of the Hugging Face ids {ids}, "
-        "or the path of a local .pt checkpoint (or of a folder holding one)."
+        "or the path of a local .pt checkpoint (or of a folder holding one) as ",
+        Parameter("model_id"),
+        ".",
     )
 
 
@@ -134,13 +138,16 @@ def resolve_device(device: str) -> torch.device:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ModelConfigError(
-            f"{device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps."
+            f"{device!r} is not a torch device; give ",
+            Parameter("device"),
+            " as auto, cpu, cuda, cuda:N or mps.",
         ) from e
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelConfigError(
-                f"Device {device!r} is not available: this PyTorch sees no CUDA GPU. "
-                "Use -p device=str:cpu, or install a CUDA build of PyTorch and a driver."
+                f"Device {device!r} is not available: this PyTorch sees no CUDA GPU. Use ",
+                Parameter("device", "cpu"),
+                ", or install a CUDA build of PyTorch and a driver.",
             )
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
             raise ModelConfigError(
@@ -160,13 +167,24 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 autocast on GPUs that support it (as upstream runs SAM2), else float32."""
+    """`auto`: bfloat16 autocast (as upstream runs SAM2) where the chosen GPU computes bfloat16
+    natively, from compute capability 8.0 (Ampere) on; float32 elsewhere.
+
+    `torch.cuda.is_bf16_supported()` is no guide: it is true on T4 and V100, which emulate
+    bfloat16 slowly, and it asks about the current device rather than the chosen `cuda:N`.
+    """
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        chosen = torch.float32
+        if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
+            chosen = torch.bfloat16
+        _log.info("dtype auto chose %s on %s", str(chosen).removeprefix("torch."), device)
+        return chosen
     if dtype not in _DTYPES:
-        raise ModelConfigError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        raise ModelConfigError(
+            f"Unknown dtype {dtype!r}; give ",
+            Parameter("dtype"),
+            " as auto, float32, bfloat16 or float16.",
+        )
     if device.type == "cpu" and dtype != "float32":
         _log.warning("%s on the CPU is usually much slower than float32", dtype)
     return _DTYPES[dtype]
@@ -178,8 +196,9 @@ def check_image_size(image_size: int | None) -> int | None:
         return None
     if not isinstance(image_size, int) or image_size < 64 or image_size % 32:
         raise ModelConfigError(
-            f"image_size must be a multiple of 32 of at least 64 (SAM2's native size is 1024); "
-            f"got {image_size!r}."
+            Parameter("image_size"),
+            " must be a multiple of 32 of at least 64 (SAM2's native size is 1024); "
+            f"got {image_size!r}.",
         )
     return image_size
 
@@ -208,8 +227,9 @@ def _checkpoint_file(reference: ModelReference) -> Path:
         raise ModelConfigError(
             f"Could not get {filename} of {reference.hf_model_id} from Hugging Face ({e}). "
             "Check the network, or download the checkpoint on another machine and pass its "
-            "path with -p model_id=str:/path/to/" + filename + " (offline: set HF_HUB_OFFLINE=1 "
-            "and HF_HOME to a cache that holds it)."
+            "path with ",
+            Parameter("model_id", "/path/to/" + filename),
+            " (offline: set HF_HUB_OFFLINE=1 and HF_HOME to a cache that holds it).",
         ) from e
 
 
@@ -240,11 +260,16 @@ def build_model(
             hydra_overrides_extra=overrides,
             **(options or {}),
         )
-    except (RuntimeError, KeyError, OSError, pickle.UnpicklingError) as e:
-        raise ModelConfigError(
-            f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
-            "Check that the file is a SAM2 checkpoint of that architecture."
-        ) from e
+    except torch.cuda.OutOfMemoryError:
+        raise  # the caller knows which of its parameters would need less memory
+    except EOFError as e:
+        raise _truncated(reference, checkpoint) from e
+    except RuntimeError as e:
+        if "zip archive" in str(e):  # PyTorch's reader finds no end of the file
+            raise _truncated(reference, checkpoint) from e
+        raise _not_loadable(reference, checkpoint, e) from e
+    except (KeyError, OSError, pickle.UnpicklingError) as e:
+        raise _not_loadable(reference, checkpoint, e) from e
     _log.info(
         "Loaded SAM2 %s (%s) on %s at %d px in %.1f s",
         reference.describe(),
@@ -254,3 +279,21 @@ def build_model(
         time.perf_counter() - started,
     )
     return model
+
+
+def _truncated(reference: ModelReference, checkpoint: Path) -> ModelConfigError:
+    """An empty or cut-off file: an interrupted download or copy, not a wrong architecture."""
+    again = "copy or download it again"
+    if reference.hf_model_id is not None:
+        again = f"hf download {reference.hf_model_id} {checkpoint.name} --force-download"
+    return ModelConfigError(
+        f"The checkpoint {str(checkpoint)!r} is empty or truncated (an interrupted download or "
+        f"copy?); get it again: {again}."
+    )
+
+
+def _not_loadable(reference: ModelReference, checkpoint: Path, e: Exception) -> ModelConfigError:
+    return ModelConfigError(
+        f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
+        "Check that the file is a SAM2 checkpoint of that architecture."
+    )

@@ -6,7 +6,7 @@ function registration, and a scripted queue of annotation requests whose results
 It listens on 127.0.0.1 only.
 
 Run it by hand to try an agent locally (see the README):
-    python tests/cvat_standin.py --video FOLDER_OF_JPEGS --token SECRET
+    python -m tracker.devtools.cvat_standin --video FOLDER_OF_JPEGS --token SECRET
 """
 
 from __future__ import annotations

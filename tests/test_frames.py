@@ -1,0 +1,43 @@
+"""Frames of every image mode become SAM2's RGB input by one fixed mapping per mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from tracker.engine.frames import to_rgb
+
+
+def _grey(image: PIL.Image.Image) -> np.ndarray:
+    return np.asarray(to_rgb(image))[..., 0]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "mode_values"),
+    [(np.uint16, (200, 300)), (np.int32, (200, 300)), (np.float32, (0.2, 0.9))],
+    ids=["I;16", "I", "F"],
+)
+def test_one_bright_pixel_does_not_change_the_other_pixels(dtype, mode_values):
+    # Thermal and raw footage: a dim frame, then the same frame with one hot pixel. Scaling each
+    # frame by its own range would make the second one nearly black and tracking collapse.
+    dim_value, hot_value = mode_values
+    dim = np.full((8, 8), dim_value, dtype=dtype)
+    hot = dim.copy()
+    hot[0, 0] = hot_value
+    dim_rgb, hot_rgb = _grey(PIL.Image.fromarray(dim)), _grey(PIL.Image.fromarray(hot))
+    assert np.array_equal(dim_rgb[1:], hot_rgb[1:])
+    assert hot_rgb[0, 0] >= dim_rgb[0, 0]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (np.array([[0, 257, 65535]], np.uint16), [0, 1, 255]),  # I;16: the full 16-bit range
+        (np.array([[0, 257, 70000, -5]], np.int32), [0, 1, 255, 0]),  # I: as 16 bits, clipped
+        (np.array([[0.0, 0.5, 1.0, 7.0, np.nan]], np.float32), [0, 128, 255, 255, 0]),  # F: 0..1
+    ],
+    ids=["I;16", "I", "F"],
+)
+def test_each_mode_has_a_fixed_mapping(values, expected):
+    assert _grey(PIL.Image.fromarray(values)).ravel().tolist() == expected
