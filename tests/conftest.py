@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
 
 from tracker.devtools.checkpoints import ensure_hf_checkpoint  # noqa: E402
+from tracker.devtools.redis_server import RedisServer  # noqa: E402
 from tracker.devtools.synthetic import SyntheticVideo, make_video  # noqa: E402
 from tracker.engine.model_loading import build_model, resolve_model  # noqa: E402
 

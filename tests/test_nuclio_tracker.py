@@ -183,7 +183,7 @@ def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint
 
 
 def test_redis_outage_is_a_clear_503_naming_the_host(environment, tmp_path, tiny_checkpoint, video):
-    from redis_server import RedisServer
+    from tracker.devtools.redis_server import RedisServer
 
     server = RedisServer(tmp_path).start()
     for name, value in server.env.items():

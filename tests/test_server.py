@@ -16,9 +16,9 @@ import pytest
 import requests
 import torch
 from nuclio_driver import NuclioFunction, frame_b64, tracker_body
-from redis_server import free_port
 
 from tracker.cvat import shapes
+from tracker.devtools.redis_server import free_port
 from tracker.serve import server
 
 TOKEN = secrets.token_urlsafe(32)
