@@ -108,16 +108,22 @@ def test_bodies_over_the_limit_are_refused(live_server):
     assert reply.status_code == 413 and "8 MB" in reply.json()["message"]
 
 
-def test_tracker_answers_equal_the_in_process_functions(live_server, local_env, video):
-    reply = post(live_server, "tracker", tracker_body(video.frames[0], _start(video), None))
+def _track_remote(url: str, video, before_step=lambda index, replicas: None) -> list:
+    """Track on the server frame by frame; `before_step` sees the replicas that answered."""
+    reply = post(url, "tracker", tracker_body(video.frames[0], _start(video), None))
     states = reply.json()["states"]
-    remote, replicas = [], set()
+    remote, replicas = [], []
     for index in range(1, FRAMES):
-        reply = post(live_server, "tracker", tracker_body(video.frames[index], None, states))
+        before_step(index, replicas)
+        reply = post(url, "tracker", tracker_body(video.frames[index], None, states))
         assert reply.status_code == 200, reply.text
         remote.append(reply.json()["shapes"])
-        replicas.add(reply.headers["X-SAM2-Replica"])
-    assert remote == _in_process(video)
+        replicas.append(reply.headers["X-SAM2-Replica"])
+    return remote
+
+
+def test_tracker_answers_equal_the_in_process_functions(live_server, local_env, video):
+    assert _track_remote(live_server, video) == _in_process(video)
 
 
 def test_interactor_answers_equal_the_in_process_functions(live_server, local_env, video):
@@ -129,22 +135,14 @@ def test_interactor_answers_equal_the_in_process_functions(live_server, local_en
     assert bad.status_code == 400 and "point or a box" in bad.json()["message"]
 
 
-def test_requests_spread_over_replicas_and_a_killed_one_loses_nothing(
-    live_server, local_env, video
-):
-    reply = post(live_server, "tracker", tracker_body(video.frames[0], _start(video), None))
-    states = reply.json()["states"]
-    replicas, remote = set(), []
-    for index in range(1, FRAMES):
+def test_a_replica_killed_mid_track_loses_nothing(live_server, local_env, video):
+    def kill_one(index: int, replicas: list[str]) -> None:
         if index == 3:
-            host, pid = replicas.pop().rsplit(":", 1)
+            host, pid = replicas[-1].rsplit(":", 1)
             assert host == socket.gethostname()
-            os.kill(int(pid), signal.SIGKILL)  # a replica dies mid-track
-        reply = post(live_server, "tracker", tracker_body(video.frames[index], None, states))
-        assert reply.status_code == 200, reply.text
-        remote.append(reply.json()["shapes"])
-        replicas.add(reply.headers["X-SAM2-Replica"])
-    assert remote == _in_process(video)
+            os.kill(int(pid), signal.SIGKILL)  # the replica that served the last step dies
+
+    assert _track_remote(live_server, video, kill_one) == _in_process(video)
 
 
 def test_nuclio_proxy_gives_the_same_shapes_and_builds_no_model(live_server, local_env, video):
