@@ -100,21 +100,34 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return x1, y1, x2, y2
 
 
-def rle_from_mask(mask: np.ndarray) -> list[int]:
+def rle_from_mask(mask: np.ndarray, x: int = 0, y: int = 0) -> list[int]:
+    """CVAT's mask format for `mask`, placed at (x, y) of the frame (a crop of a frame-sized
+    mask that holds all its pixels encodes as the whole mask would)."""
     mask = np.asarray(mask, dtype=bool)
-    return encode_mask(mask, bbox=_tight_box(mask) if mask.any() else None)
+    if not mask.any():
+        return encode_mask(mask)
+    points = encode_mask(mask, bbox=_tight_box(mask))
+    points[-4:] = [v + offset for v, offset in zip(points[-4:], (x, y, x, y), strict=True)]
+    return points
 
 
-def rectangle_from_mask(mask: np.ndarray) -> list[float]:
-    """The tight box of a non-empty mask, in CVAT's corner coordinates."""
-    return [float(v) for v in _tight_box(mask)]
+def rectangle_from_mask(mask: np.ndarray, x: int = 0, y: int = 0) -> list[float]:
+    """The tight box of a non-empty mask (placed at (x, y)), in CVAT's corner coordinates."""
+    return [float(v + o) for v, o in zip(_tight_box(mask), (x, y, x, y), strict=True)]
 
 
-def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
+def polygon_from_mask(
+    mask: np.ndarray,
+    tolerance: float,
+    x: int = 0,
+    y: int = 0,
+    frame_size: tuple[int, int] | None = None,
+) -> list[float]:
     """The outline of a non-empty mask's largest region, simplified within `tolerance` pixels.
 
     A CVAT polygon is one ring, so other regions and holes are left out. The result always has
-    at least 3 distinct points inside the image.
+    at least 3 distinct points inside the image. `mask` may be a crop at (x, y) of a mask of
+    `frame_size` (width, height) that holds all its pixels: the outline is the same.
     """
     contours, _ = cv2.findContours(
         np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
@@ -127,9 +140,9 @@ def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
     vertices = contour.reshape(-1, 2)
     if len(np.unique(vertices, axis=0)) < 3:
         # A region one pixel thin: outline the pixels' square instead of a degenerate ring.
-        height, width = mask.shape
+        width, height = frame_size or (mask.shape[1], mask.shape[0])
         x1, y1 = vertices.min(axis=0)
-        x2 = min(vertices[:, 0].max() + 1, width)
-        y2 = min(vertices[:, 1].max() + 1, height)
+        x2 = min(vertices[:, 0].max() + 1, width - x)
+        y2 = min(vertices[:, 1].max() + 1, height - y)
         vertices = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
-    return [float(v) for v in vertices.ravel()]
+    return [float(v) for v in (vertices + (x, y)).ravel()]
