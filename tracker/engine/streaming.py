@@ -95,6 +95,11 @@ class StreamingSam2:
     def _inference(self) -> contextlib.AbstractContextManager:
         return inference_context(self.device, self.dtype)
 
+    def session(self) -> contextlib.AbstractContextManager:
+        """One numeric context for a whole request (encode, then start or step its objects):
+        with autocast, each weight is cast once per request instead of once per call."""
+        return self._inference()
+
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """Run the image encoder once for a frame; every object on it reuses the result."""
         with self._inference():
