@@ -96,3 +96,34 @@ def test_one_pixel_thin_region_at_a_crop_edge_is_outlined_as_on_the_whole_mask()
     expected = shapes.polygon_from_mask(whole, 1.0)
     crop = whole[5:6, 7:12]
     assert shapes.polygon_from_mask(crop, 1.0, 7, 5, (30, 20)) == expected
+
+
+def test_results_are_copied_to_the_host_in_one_transfer(monkeypatch):
+    from tracker.engine import results
+
+    logits = [torch.randn(1, 1, 8, 8) for _ in range(3)]
+    predictions = [Prediction(x, 1.0, 32, 32) for x in logits]
+    assert results.on_host(predictions) is predictions  # already there: nothing to do
+
+    class FakeDevice:  # a stand-in for logits on a GPU: where they are, and one copy back
+        type = "cuda"
+
+    copies = []
+    original_cat = torch.cat
+
+    class OnDevice(torch.Tensor):
+        @property
+        def device(self):
+            return FakeDevice()
+
+    def counting_cat(tensors, *args, **kwargs):
+        copies.append(len(tensors))
+        return original_cat([t.as_subclass(torch.Tensor) for t in tensors], *args, **kwargs)
+
+    monkeypatch.setattr(results.torch, "cat", counting_cat)
+    remote = [Prediction(x.as_subclass(OnDevice), 1.0, 32, 32) for x in logits]
+    host = results.on_host(remote)
+    assert copies == [3]
+    for before, after in zip(logits, host, strict=True):
+        assert torch.equal(after.low_res_logits, before)
+        assert after.low_res_logits.shape == (1, 1, 8, 8)

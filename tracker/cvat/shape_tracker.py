@@ -19,6 +19,7 @@ import PIL.Image
 from tracker.cvat import shapes
 from tracker.cvat.options import TrackerOptions
 from tracker.engine.frames import FrameError
+from tracker.engine.results import on_host
 from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, StreamingSam2
 
 SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
@@ -108,6 +109,7 @@ class ShapeTracker:
                 )
             assert obj.object_state is not None, "dropped states are refused by their holder"
         predictions = self.engine.step_many(frame, [obj.object_state for obj in tracked])
+        predictions = on_host(predictions)  # one copy of all results
         shapes_out = []
         for obj, prediction in zip(tracked, predictions, strict=True):
             shape = self.shape(prediction, obj.shape_type)

@@ -100,7 +100,7 @@ class Prediction:
     def mask_crop(self) -> MaskCrop | None:
         """`mask()` where it can hold pixels, or None when it is empty: the work and the one
         copy to the host grow with the object's box, not with the frame."""
-        logits = self.low_res_logits[0, 0].float()
+        logits = self.low_res_logits[0, 0].float().cpu()  # small: (image_size / 4) ** 2 values
         if logits.shape == (self.height, self.width):
             x, y, values = 0, 0, logits
         elif not bool((logits > 0).any()):
@@ -111,3 +111,18 @@ class Prediction:
         if not mask.any():
             return None
         return MaskCrop(x, y, mask, self.width, self.height)
+
+
+def on_host(predictions: list[Prediction]) -> list[Prediction]:
+    """The predictions with their logits on the CPU, copied in one transfer (one host sync for
+    a whole batch of objects instead of one per object)."""
+    on_device = [p for p in predictions if p.low_res_logits.device.type != "cpu"]
+    if not on_device:
+        return predictions
+    host = iter(torch.cat([p.low_res_logits.float() for p in on_device]).cpu())
+    return [
+        p
+        if p.low_res_logits.device.type == "cpu"
+        else dataclasses.replace(p, low_res_logits=next(host)[None])
+        for p in predictions
+    ]
