@@ -68,10 +68,12 @@ def upsampled_crop(logits: torch.Tensor, width: int, height: int) -> tuple[int, 
     x0, x1 = _output_range(in_w, width, int(columns[0]), int(columns[-1]))
     top, bottom, w_top, w_bottom = _source_indices(in_h, height, y0, y1)
     left, right, w_left, w_right = _source_indices(in_w, width, x0, x1)
-    # The same order of operations as PyTorch's kernel: across columns first, then rows.
-    upper, lower = logits[top], logits[bottom]
-    upper = upper[:, left] * w_left + upper[:, right] * w_right
-    lower = lower[:, left] * w_left + lower[:, right] * w_right
+    # The same order of operations as PyTorch's kernel: across columns first, then rows. Each
+    # source row is interpolated across columns once, then copied to the output rows it feeds.
+    first, last = int(top[0]), int(bottom[-1]) + 1
+    rows_needed = logits[first:last]
+    across = rows_needed[:, left] * w_left + rows_needed[:, right] * w_right
+    upper, lower = across[top - first], across[bottom - first]
     return x0, y0, upper * w_top[:, None] + lower * w_bottom[:, None]
 
 
