@@ -1,15 +1,21 @@
 """Benchmark our tracking function against upstream SAM2VideoPredictor, side by side.
 
-Both run the same random-weight model on the same synthetic frames: each alone in its own process
-(so that peak memory is its own), then both in one process, frame by frame in turns, for the
-per-object times (so that the machine's drift over minutes falls on both alike).
+All systems run the same random-weight model on the same synthetic full-HD JPEG frames (by
+default). Each of ours and upstream runs alone in its own process (so that peak memory and state
+size are its own); then all run in one process, frame by frame in turns, for the times (so that
+the machine's drift over minutes falls on all alike).
 
-Figures: image-encoder time (with its FLOP count and this machine's matmul rate), per-object time
-per frame at steady state for 1, 4 and 16 objects, tensor bytes of one object's state after 10,
-100 and 1,000 frames, and peak process (and GPU) memory.
+Times per frame count everything: decoding and preprocessing the source frame (upstream loads all
+frames in `init_state`; its loading is shared out per frame), the image encoder and every object.
+Systems: ours as cvat-cli's agent drives it (one shape per call), ours with all shapes of a frame
+in one request (`ShapeTracker.step_many`, batched), upstream, and upstream with
+`vos_optimized=True` (`--upstream-vos`).
 
-    python benchmarks/compare_with_upstream.py                      # CPU, 256 px, a few minutes
-    python benchmarks/compare_with_upstream.py --image-size 1024 --device cuda --name gpu-1024
+    python benchmarks/compare_with_upstream.py                      # CPU, 256 px
+    python benchmarks/compare_with_upstream.py --image-size 1024 --objects 4 --frames 10 \
+        --steady-from 8 --no-alone --name cpu-1080p-1024
+    python benchmarks/compare_with_upstream.py --image-size 1024 --device cuda --upstream-vos \
+        --name gpu-1080p-1024
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The random-weight checkpoints, synthetic videos and agent-worker driver the tests use come from
-# the installed package (`pip install -e .`), `tracker.devtools`.
-STEADY_FROM = 17  # past the 16-frame pointer window and the 7-frame memory bank
+# the installed package (`pip install -e .`), `tracker.devtools`; `systems` lies beside this file.
+SYSTEMS = ("ours", "batched", "upstream", "upstream_vos")
 
 
 def _parse_ints(text: str) -> list[int]:
@@ -39,179 +45,68 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model-id", default="facebook/sam2.1-hiera-tiny")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--frames", type=int, default=24, help="frames per multi-object run")
-    parser.add_argument("--objects", type=_parse_ints, default=[4, 16], help="besides 1 object")
-    parser.add_argument("--state-frames", type=_parse_ints, default=[10, 100, 1000])
-    parser.add_argument("--name", default="cpu-256", help="results go to benchmarks/results/NAME")
+    parser.add_argument("--width", type=int, default=1920, help="source frame width")
+    parser.add_argument("--height", type=int, default=1080, help="source frame height")
+    parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
+    parser.add_argument("--steady-from", type=int, default=17, help="first frame timed")
+    parser.add_argument("--objects", type=_parse_ints, default=[1, 4, 16])
+    parser.add_argument("--state-frames", type=_parse_ints, default=[10, 100])
+    parser.add_argument("--upstream-vos", action="store_true", help="time vos_optimized too")
+    parser.add_argument("--no-alone", action="store_true", help="skip memory and state runs")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--name", default="cpu-1080p-256", help="results: benchmarks/results/NAME")
     parser.add_argument("--system", choices=["ours", "upstream", "paired"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def _prepare(args: argparse.Namespace, workdir: Path):
-    """The offline model cache and the synthetic video, shared by both systems' processes."""
+def _prepare(args: argparse.Namespace, workdir: Path) -> dict:
+    """The offline model cache and the synthetic videos, shared by the systems' processes: a
+    short one for the timed runs (upstream loads a whole video) and a long one for state sizes."""
     os.environ["HF_HOME"] = str(workdir / "hf-home")
     os.environ["HF_HUB_OFFLINE"] = "1"
     from tracker.devtools.checkpoints import ensure_hf_checkpoint
     from tracker.devtools.synthetic import make_video
 
     ensure_hf_checkpoint(workdir / "hf-home" / "hub", args.model_id)
-    folder = workdir / "video"
-    folder.mkdir(exist_ok=True)
-    return make_video(folder, max(args.state_frames), width=320, height=240)
+    videos = {}
+    for name, frames in (("timed", args.frames), ("long", max(args.state_frames))):
+        folder = workdir / f"video-{name}"
+        folder.mkdir(exist_ok=True)
+        videos[name] = make_video(folder, frames, width=args.width, height=args.height)
+    return videos
 
 
 def _matmul_tflops(device, dtype) -> float:
     import torch
+    from systems import sync
 
     n = 2048
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     best = float("inf")
     for _ in range(5):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e12
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _encoder_figures(model, device, dtype, image, image_size: int) -> dict:
-    """Encoder time per frame (best of 5), FLOPs and share of the machine's matmul rate."""
+def _encoder_gflop(engine) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tracker.engine.frames import to_model_input
-
-    pixels = to_model_input(image, image_size).to(device)[None]
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with torch.inference_mode(), autocast:
-        model.forward_image(pixels)  # warm-up
-        with FlopCounterMode(display=False) as counter:
-            model.forward_image(pixels)
-        times = []
-        for _ in range(5):
-            _sync(device)
-            start = time.perf_counter()
-            model.forward_image(pixels)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    seconds = min(times)
-    flops = counter.get_total_flops()
-    rate = _matmul_tflops(device, dtype)
-    return {
-        "encoder_s": seconds,
-        "encoder_gflop": flops / 1e9,
-        "matmul_tflops": rate,
-        "encoder_pct_of_matmul": 100 * flops / seconds / (rate * 1e12),
-    }
+    pixels = torch.zeros(1, 3, engine.image_size, engine.image_size, device=engine.device)
+    with engine.session(), FlopCounterMode(display=False) as counter:
+        engine.model.forward_image(pixels)
+    return counter.get_total_flops() / 1e9
 
 
-def _steady(per_frame: list[float]) -> float:
-    tail = per_frame[STEADY_FROM - 1 :] or per_frame
+def _steady(per_frame: list[float], steady_from: int) -> float:
+    tail = per_frame[steady_from - 1 :] or per_frame
     return sorted(tail)[len(tail) // 2]  # median: robust to the odd slow frame
-
-
-class _Timer:
-    """Wraps a callable and sums the time spent in it."""
-
-    def __init__(self, owner, name: str, device) -> None:
-        self.total = 0.0
-        original = getattr(owner, name)
-
-        def timed(*a, **k):
-            _sync(device)
-            start = time.perf_counter()
-            result = original(*a, **k)
-            _sync(device)
-            self.total += time.perf_counter() - start
-            return result
-
-        setattr(owner, name, timed)
-
-
-class _OursRun:
-    """`count` objects tracked by our function, driven frame by frame as the agent drives it."""
-
-    def __init__(self, function, video, count: int, encode: _Timer, device) -> None:
-        from tracker.cvat import shapes
-        from tracker.devtools.agent_worker import AgentWorker
-
-        self.video, self.count, self.encode, self.device = video, count, encode, device
-        self.worker = AgentWorker(function)
-        prompt = ("mask", shapes.rle_from_mask(video.masks[0]))
-        self.ids = self.worker.init(video.image(0), *[prompt] * count)
-        self.frame_idx = 0
-
-    def step(self) -> float:
-        """Track the next frame; returns the time per object, image encoder excluded."""
-        self.frame_idx += 1
-        image = self.video.image(self.frame_idx)
-        self.encode.total = 0.0
-        start = time.perf_counter()
-        self.worker.track(image, self.ids)
-        _sync(self.device)
-        return (time.perf_counter() - start - self.encode.total) / self.count
-
-    def state_bytes(self) -> int:
-        from cvat_cli._internal import agent_driver_tracking
-
-        container = agent_driver_tracking._tracking_states._id_to_ext_state
-        return container[self.ids[0]].inner_state.object_state.nbytes()
-
-
-class _UpstreamRun:
-    """`count` objects through upstream's `init_state` + `add_new_mask` + `propagate_in_video`."""
-
-    def __init__(self, model, video, count: int, frames: int, encode: _Timer, device) -> None:
-        import torch
-
-        from tracker.engine.model_loading import resolve_dtype
-
-        dtype = resolve_dtype("auto", device)
-        if device.type == "cuda":  # as upstream's notebooks set it on Ampere and newer GPUs
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self.autocast = lambda: torch.autocast(
-            device.type, dtype=dtype, enabled=dtype != torch.float32
-        )
-        self.count, self.encode, self.device = count, encode, device
-        with self.autocast():
-            self.state = model.init_state(str(video.folder), offload_video_to_cpu=True)
-            for obj_id in range(count):
-                model.add_new_mask(self.state, frame_idx=0, obj_id=obj_id, mask=video.masks[0])
-            self.frames = model.propagate_in_video(self.state, max_frame_num_to_track=frames - 1)
-            next(self.frames)  # the prompt frame
-        self.frame_idx = 0
-
-    def step(self) -> float:
-        self.encode.total = 0.0
-        start = time.perf_counter()
-        with self.autocast():
-            self.frame_idx, _, _ = next(self.frames)
-        _sync(self.device)
-        return (time.perf_counter() - start - self.encode.total) / self.count
-
-    def state_bytes(self) -> int:
-        import torch
-
-        def walk(value):
-            if isinstance(value, torch.Tensor):
-                yield value
-            elif isinstance(value, dict | list | tuple):
-                for item in value.values() if isinstance(value, dict) else value:
-                    yield from walk(item)
-
-        output = self.state["output_dict_per_obj"][0]
-        unique = {t.data_ptr(): t for t in walk(output)}  # shared pos-enc tensors count once
-        return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 def _ours_function(args):
@@ -220,27 +115,23 @@ def _ours_function(args):
     return create(model_id=args.model_id, device=args.device, image_size=args.image_size)
 
 
-def _upstream_model(args, device):
+def _upstream_model(args, device, **options):
     from tracker.engine.model_loading import build_model, resolve_model
 
-    return build_model(resolve_model(args.model_id), device, args.image_size)
+    return build_model(resolve_model(args.model_id), device, args.image_size, options)
 
 
-def _run_alone(args, video, device) -> dict:
-    """One system in its own process: encoder figures, one object's state size over a long
-    run, and (by the parent) this process's peak memory."""
-    frames = max(args.frames, *args.state_frames)
+def _run_alone(args, videos, device) -> dict:
+    """One system in its own process: one object's state size over a long run, and (by the
+    parent) this process's peak memory."""
+    from systems import OursAgent, Upstream
+
+    video, frames = videos["long"], max(args.state_frames)
     if args.system == "ours":
-        function = _ours_function(args)
-        model, dtype = function.engine.model, function.engine.dtype
-        run = _OursRun(function, video, 1, _Timer(function.engine, "encode", device), device)
+        run = OursAgent(_ours_function(args), video, 1, device)
     else:
-        from tracker.engine.model_loading import resolve_dtype
-
-        model, dtype = _upstream_model(args, device), resolve_dtype("auto", device)
-        run = _UpstreamRun(model, video, 1, frames, _Timer(model, "forward_image", device), device)
-    result = _encoder_figures(model, device, dtype, video.image(0), args.image_size)
-    result["state_bytes"] = {}
+        run = Upstream(_upstream_model(args, device), video, 1, frames, device)
+    result = {"state_bytes": {}}
     for frame in range(1, frames):
         run.step()
         if frame + 1 in args.state_frames:
@@ -248,35 +139,42 @@ def _run_alone(args, video, device) -> dict:
     return result
 
 
-def _run_paired(args, video, device) -> dict:
-    """Per-object times of both systems in one process on one model, frame by frame in turns
-    (in both orders), so that the machine's drift over minutes falls on both alike."""
+def _run_paired(args, videos, device) -> dict:
+    """Times of all systems in one process, frame by frame in turns (the order rotating), so
+    that the machine's drift over minutes falls on all alike."""
+    from systems import OursAgent, OursBatched, Upstream, cvat_state_bytes, encoder_seconds
+
     function = _ours_function(args)
-    model = function.engine.model
-    ours_encode = _Timer(function.engine, "encode", device)
-    upstream_encode = _Timer(model, "forward_image", device)
-    timings: dict[str, dict[int, float]] = {"ours": {}, "upstream": {}}
-    for count in [1, *args.objects]:
+    engine = function.engine
+    models = {"upstream": engine.model}
+    if args.upstream_vos:
+        models["upstream_vos"] = _upstream_model(args, device, vos_optimized=True)
+    video = videos["timed"]
+    result = {
+        "encoder_s": encoder_seconds(engine, engine.model, video, device),
+        "encoder_gflop": _encoder_gflop(engine),
+        "matmul_tflops": _matmul_tflops(device, engine.dtype),
+        "cvat_state_bytes": cvat_state_bytes(engine, video),
+        "per_frame_s": {},
+    }
+    for count in args.objects:
         runs = {
-            "ours": _OursRun(function, video, count, ours_encode, device),
-            "upstream": _UpstreamRun(model, video, count, args.frames, upstream_encode, device),
+            "ours": OursAgent(function, video, count, device),
+            "batched": OursBatched(function, video, count, device),
         }
-        per_frame: dict[str, list[float]] = {"ours": [], "upstream": []}
+        for name, model in models.items():
+            runs[name] = Upstream(model, video, count, args.frames, device)
+        per_frame: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
         for frame in range(1, args.frames):
-            order = ("ours", "upstream") if frame % 2 else ("upstream", "ours")
-            for system in order:
-                per_frame[system].append(runs[system].step())
-        for system in timings:
-            timings[system][count] = _steady(per_frame[system])
-    return timings
-
-
-def _cvat_reference_bytes(args) -> int:
-    """CVAT's func.py keeps 1 conditioning + 7 memory frames of track_step outputs, each with its
-    own maskmem features, positional encoding, low-res mask and pointer (float32)."""
-    s, feat = args.image_size, args.image_size // 16
-    maskmem = 64 * feat * feat * 4
-    return 8 * (2 * maskmem + (s // 4) ** 2 * 4 + 256 * 4)
+            shift = frame % len(names)
+            for name in names[shift:] + names[:shift]:
+                per_frame[name].append(runs[name].step())
+        result["per_frame_s"][count] = {
+            name: _steady(times, args.steady_from) for name, times in per_frame.items()
+        }
+        print(f"{count} objects: {result['per_frame_s'][count]}", file=sys.stderr)
+    return result
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -284,74 +182,76 @@ def _child(args: argparse.Namespace) -> None:
 
     from tracker.engine.model_loading import resolve_device
 
-    video = _prepare(args, args.workdir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    videos = _prepare(args, args.workdir)
     device = resolve_device(args.device)
     run = _run_paired if args.system == "paired" else _run_alone
-    result = run(args, video, device)
+    result = run(args, videos, device)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["torch_threads"] = torch.get_num_threads()
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(result))
 
 
-def _table(ours: dict, upstream: dict, cvat_bytes: int) -> str:
-    rows = [
-        ("image encoder, ms/frame", ours["encoder_s"] * 1e3, upstream["encoder_s"] * 1e3),
-        (
-            "image encoder, % of matmul rate",
-            ours["encoder_pct_of_matmul"],
-            upstream["encoder_pct_of_matmul"],
-        ),
-    ]
-    for count in ours["per_object_s"]:
-        rows.append(
-            (
-                f"per object, ms/frame, {count} object(s)",
-                ours["per_object_s"][count] * 1e3,
-                upstream["per_object_s"][count] * 1e3,
-            )
-        )
-    for frames in ours["state_bytes"]:
-        rows.append(
-            (
-                f"state of 1 object after {frames} frames, KiB",
-                ours["state_bytes"][frames] / 1024,
-                upstream["state_bytes"][frames] / 1024,
-            )
-        )
-    rows.append(("peak process memory, MiB", ours["peak_rss_mb"], upstream["peak_rss_mb"]))
-    if "peak_gpu_mb" in ours:
-        rows.append(("peak GPU memory, MiB", ours["peak_gpu_mb"], upstream["peak_gpu_mb"]))
-    lines = [f"{'':44}{'ours':>12}{'upstream':>12}{'ours/up':>9}"]
-    for label, a, b in rows:
-        lines.append(f"{label:44}{a:12.1f}{b:12.1f}{a / b:9.2f}")
-    lines.append(
-        f"encoder: {ours['encoder_gflop']:.1f} GFLOP/frame; matmul rate "
-        f"{ours['matmul_tflops']:.2f} TFLOP/s"
+def _row(label: str, values: dict, names: list[str], ratios: list[str]) -> str:
+    cells = "".join(f"{values[n]:12.1f}" if n in values else f"{'-':>12}" for n in names)
+    up = values.get("upstream")
+    cells += "".join(
+        f"{values[n] / up:9.2f}" if n in values and up else f"{'-':>9}" for n in ratios
     )
+    return f"{label:40}{cells}"
+
+
+def _table(paired: dict, alone: dict) -> str:
+    names = [n for n in SYSTEMS if n in next(iter(paired["per_frame_s"].values()))]
+    ratios = [n for n in names if n != "upstream"]
+    header = f"{'':40}" + "".join(f"{n:>12}" for n in names)
+    header += "".join(f"{n[:5] + '/up':>9}" for n in ratios)
+    lines = [header]
+    encoder = {n: v * 1e3 for n, v in paired["encoder_s"].items()}
+    lines.append(_row("encode incl. preprocessing, ms/frame", encoder, names, ratios))
+    for count, times in paired["per_frame_s"].items():
+        per_frame = {n: v * 1e3 for n, v in times.items()}
+        lines.append(_row(f"{count} object(s): ms/frame", per_frame, names, ratios))
+        per_object = {n: v / int(count) for n, v in per_frame.items()}
+        lines.append(_row(f"{count} object(s): ms/frame per object", per_object, names, ratios))
+    if alone:
+        for frames in alone["ours"]["state_bytes"]:
+            sizes = {n: alone[n]["state_bytes"][frames] / 1024 for n in ("ours", "upstream")}
+            lines.append(_row(f"state of 1 object, {frames} frames, KiB", sizes, names, ratios))
+        for key, label in (("peak_rss_mb", "process"), ("peak_gpu_mb", "GPU")):
+            if key in alone["ours"]:
+                peak = {n: alone[n][key] for n in ("ours", "upstream")}
+                lines.append(_row(f"peak {label} memory, MiB", peak, names, ratios))
+        ours_state = max(alone["ours"]["state_bytes"].values())
+        lines.append(
+            f"CVAT func.py state, measured (1 + 7 frames of track_step outputs): "
+            f"{paired['cvat_state_bytes'] / 1024:.0f} KiB; ours/CVAT: "
+            f"{ours_state / paired['cvat_state_bytes']:.2f}"
+        )
     lines.append(
-        f"CVAT func.py state (1 + 7 frames of outputs): {cvat_bytes / 1024:.0f} KiB; "
-        f"ours/CVAT: {max(ours['state_bytes'].values()) / cvat_bytes:.2f}"
+        f"encoder: {paired['encoder_gflop']:.1f} GFLOP/frame; matmul rate "
+        f"{paired['matmul_tflops']:.2f} TFLOP/s; torch threads {paired['torch_threads']}"
     )
     return "\n".join(lines)
 
 
-def _run_systems(workdir: Path) -> dict[str, dict]:
-    """Each system alone in its own process (peak memory, state size, encoder), then both in
-    one process for the per-object times."""
+def _run_systems(args, workdir: Path) -> tuple[dict, dict]:
+    """Each system alone in its own process (peak memory, state size), then all in one process
+    for the times."""
     results: dict[str, dict] = {}
-    for system in ("ours", "upstream", "paired"):
+    for system in ("paired",) if args.no_alone else ("ours", "upstream", "paired"):
         command = [sys.executable, __file__, *sys.argv[1:], "--system", system]
         command += ["--workdir", str(workdir)]
         started = time.perf_counter()
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
         results[system] = json.loads(output.strip().splitlines()[-1])
         print(f"{system}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     paired = results.pop("paired")
-    for system in ("ours", "upstream"):
-        results[system]["per_object_s"] = paired[system]
-    return results
+    return paired, results
 
 
 def main() -> None:
@@ -361,14 +261,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         _prepare(args, workdir)
-        results = _run_systems(workdir)
-    cvat_bytes = _cvat_reference_bytes(args)
-    table = _table(results["ours"], results["upstream"], cvat_bytes)
+        paired, alone = _run_systems(args, workdir)
+    table = _table(paired, alone)
     print(table)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "workdir")}
-    payload = {"settings": settings, "cvat_reference_state_bytes": cvat_bytes, **results}
+    payload = {"settings": settings, "paired": paired, **alone}
     (out / f"{args.name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out / f"{args.name}.txt").write_text(table + "\n")
 

@@ -156,13 +156,13 @@ def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint
     states = answer["states"]
     tracker = function.context.user_data.service.tracker
     both_stepping = threading.Barrier(2, timeout=60)
-    original = tracker.step
+    original = tracker.step_many
 
     def step_together(frame, tracked):
         both_stepping.wait()  # both requests have read the state before either commits
         return original(frame, tracked)
 
-    tracker.step = step_together
+    tracker.step_many = step_together
     answers = [None, None]
 
     def run(slot):
@@ -173,7 +173,7 @@ def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint
         thread.start()
     for thread in threads:
         thread.join()
-    del tracker.step
+    del tracker.step_many
     assert sorted(status for status, _ in answers) == [200, 409]
     (winner,) = [a for s, a in answers if s == 200]
     (loser,) = [a for s, a in answers if s == 409]

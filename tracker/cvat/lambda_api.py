@@ -171,7 +171,7 @@ class LambdaTracker:
                     raise RequestError(f"Shape {index} has neither points nor a state.")
                 starts[index] = _shape(shape)
         image, _ = request_image(request)
-        with self._checked_out(states, starts) as checkouts:
+        with self._checked_out(states, starts) as checkouts, self.tracker.engine.session():
             frame = self.tracker.encode(image)
             started = {}
             for index, (shape, bare) in starts.items():
@@ -195,14 +195,15 @@ class LambdaTracker:
         return {"shapes": answer_shapes, "states": answer_states}
 
     def _stepped(self, frame, checkouts: dict[int, Checkout]) -> dict[int, Shape]:
-        """Each object's shape on this frame; while SAM2 sees no object, its last shape, since
-        CVAT's AI Tools fail on a missing shape (and the object may come back)."""
-        result = {}
-        for index, checkout in checkouts.items():
-            tracked: TrackedObject = checkout.tracked
-            shape = self.tracker.step(frame, tracked)
-            result[index] = shape if shape is not None else tracked.last_shape
-        return result
+        """Each object's shape on this frame, all objects stepped together (the engine batches
+        those of one memory layout); while SAM2 sees no object, its last shape, since CVAT's AI
+        Tools fail on a missing shape (and the object may come back)."""
+        tracked: list[TrackedObject] = [checkout.tracked for checkout in checkouts.values()]
+        shapes = self.tracker.step_many(frame, tracked) if tracked else []
+        return {
+            index: shape if shape is not None else obj.last_shape
+            for index, shape, obj in zip(checkouts, shapes, tracked, strict=True)
+        }
 
     @contextlib.contextmanager
     def _checked_out(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import PIL.Image
@@ -18,6 +19,7 @@ import PIL.Image
 from tracker.cvat import shapes
 from tracker.cvat.options import TrackerOptions
 from tracker.engine.frames import FrameError, to_rgb
+from tracker.engine.results import on_host
 from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, StreamingSam2
 
 SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
@@ -106,29 +108,47 @@ class ShapeTracker:
         `tracked.object_state` advances; callers that must be able to discard the step (a store
         that commits only what succeeded) pass a fork of it.
         """
-        if (frame.width, frame.height) != (tracked.width, tracked.height):
-            raise FrameError(
-                f"This frame is {frame.width}x{frame.height}, but the object was started on a "
-                f"{tracked.width}x{tracked.height} frame; track within frames of one size."
-            )
-        assert tracked.object_state is not None, "dropped states are refused by their holder"
-        prediction = self.engine.step(frame, tracked.object_state)
-        shape = self.shape(prediction, tracked.shape_type)
-        if shape is not None:
-            tracked.last_shape = shape
-        return shape
+        return self.step_many(frame, [tracked])[0]
+
+    def step_many(
+        self, frame: FrameFeatures, tracked: Sequence[TrackedObject]
+    ) -> list[Shape | None]:
+        """`step` for every object tracked on `frame`, with objects started together stepped as
+        one batch by the engine. No state changes unless every object can be stepped."""
+        for obj in tracked:
+            if (frame.width, frame.height) != (obj.width, obj.height):
+                raise FrameError(
+                    f"This frame is {frame.width}x{frame.height}, but the object was started on a "
+                    f"{obj.width}x{obj.height} frame; track within frames of one size."
+                )
+            assert obj.object_state is not None, "dropped states are refused by their holder"
+        predictions = self.engine.step_many(frame, [obj.object_state for obj in tracked])
+        predictions = on_host(predictions)  # one copy of all results
+        shapes_out = []
+        for obj, prediction in zip(tracked, predictions, strict=True):
+            shape = self.shape(prediction, obj.shape_type)
+            if shape is not None:
+                obj.last_shape = shape
+            shapes_out.append(shape)
+        return shapes_out
 
     def shape(self, prediction: Prediction, shape_type: str) -> Shape | None:
-        """The tracked shape in its original type, or None when SAM2 says the object is gone."""
+        """The tracked shape in its original type, or None when SAM2 says the object is gone.
+
+        Encoded from the crop of the mask that holds all its pixels (`Prediction.mask_crop`):
+        the same shape as from the whole frame's mask, for a fraction of the work.
+        """
         if not prediction.present:
             return None
-        mask = prediction.mask()
-        if not mask.any():
+        crop = prediction.mask_crop()
+        if crop is None:
             return None
         if shape_type == "mask":
-            points = shapes.rle_from_mask(mask)
+            points = shapes.rle_from_mask(crop.mask, crop.x, crop.y)
         elif shape_type == "polygon":
-            points = shapes.polygon_from_mask(mask, self.options.polygon_tolerance)
+            points = shapes.polygon_from_mask(
+                crop.mask, self.options.polygon_tolerance, crop.x, crop.y
+            )
         else:
-            points = shapes.rectangle_from_mask(mask)
+            points = shapes.rectangle_from_mask(crop.mask, crop.x, crop.y)
         return Shape(shape_type, points)

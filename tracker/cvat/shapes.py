@@ -119,21 +119,28 @@ def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return x1, y1, x2, y2
 
 
-def rle_from_mask(mask: np.ndarray) -> list[int]:
+def rle_from_mask(mask: np.ndarray, x: int = 0, y: int = 0) -> list[int]:
+    """CVAT's mask format for `mask`, placed at (x, y) of the frame (a crop of a frame-sized
+    mask that holds all its pixels encodes as the whole mask would)."""
     mask = np.asarray(mask, dtype=bool)
-    return encode_mask(mask, bbox=_tight_box(mask) if mask.any() else None)
+    if not mask.any():
+        return encode_mask(mask)
+    points = encode_mask(mask, bbox=_tight_box(mask))
+    points[-4:] = [v + offset for v, offset in zip(points[-4:], (x, y, x, y), strict=True)]
+    return points
 
 
-def rectangle_from_mask(mask: np.ndarray) -> list[float]:
-    """The tight box of a non-empty mask, in CVAT's corner coordinates."""
-    return [float(v) for v in _tight_box(mask)]
+def rectangle_from_mask(mask: np.ndarray, x: int = 0, y: int = 0) -> list[float]:
+    """The tight box of a non-empty mask (placed at (x, y)), in CVAT's corner coordinates."""
+    return [float(v + o) for v, o in zip(_tight_box(mask), (x, y, x, y), strict=True)]
 
 
-def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
+def polygon_from_mask(mask: np.ndarray, tolerance: float, x: int = 0, y: int = 0) -> list[float]:
     """The outline of a non-empty mask's largest region, simplified within `tolerance` pixels.
 
     A CVAT polygon is one ring, so other regions and holes are left out. The result always has
-    at least 3 distinct points inside the image.
+    at least 3 distinct points inside the image. `mask` may be a crop at (x, y) of a frame's mask
+    that holds all its pixels: the outline is the same.
     """
     contours, _ = cv2.findContours(
         np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
@@ -143,7 +150,7 @@ def polygon_from_mask(mask: np.ndarray, tolerance: float) -> list[float]:
         simplified = cv2.approxPolyDP(contour, tolerance, closed=True)
         if len(np.unique(simplified.reshape(-1, 2), axis=0)) >= 3:
             contour = simplified
-    vertices = contour.reshape(-1, 2).astype(np.float64)
+    vertices = contour.reshape(-1, 2).astype(np.float64) + (x, y)
     if cv2.contourArea(contour) == 0:
         # A region one pixel thin has a ring of no area through its pixels' centres: outline the
         # pixels' squares instead (the region's tight rectangle).

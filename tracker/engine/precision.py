@@ -1,11 +1,20 @@
-"""The numeric context SAM2 runs in: no autograd, autocast where asked, TF32 on CUDA."""
+"""The numeric context SAM2 runs in: no autograd, autocast where asked, TF32 on CUDA.
+
+Leaving the outermost `torch.autocast` clears its cache of weights cast to the lower precision,
+so a context entered per object re-casts every weight per object. Contexts nest: inside one for
+the same device and dtype (e.g. a request's `StreamingSam2.session()`), another is free and the
+weights are cast once for the whole request, as upstream casts them once per frame.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
+
+_open = threading.local()  # the (device, dtype) contexts open in this thread, innermost last
 
 
 @contextlib.contextmanager
@@ -22,10 +31,19 @@ def _tf32_matmuls() -> Iterator[None]:
 
 @contextlib.contextmanager
 def inference_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
+    key = (torch.device(device), dtype)
+    stack = _open.__dict__.setdefault("stack", [])
+    if stack and stack[-1] == key:
+        yield  # the enclosing context is this one: keep it, and autocast's weight cache
+        return
+    with contextlib.ExitStack() as contexts:
+        contexts.enter_context(torch.inference_mode())
         if dtype != torch.float32:
-            stack.enter_context(torch.autocast(device.type, dtype=dtype))
+            contexts.enter_context(torch.autocast(device.type, dtype=dtype))
         if device.type == "cuda":
-            stack.enter_context(_tf32_matmuls())
-        yield
+            contexts.enter_context(_tf32_matmuls())
+        stack.append(key)
+        try:
+            yield
+        finally:
+            stack.pop()

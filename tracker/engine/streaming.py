@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import PIL.Image
@@ -28,6 +27,17 @@ from sam2.utils.misc import fill_holes_in_mask_scores
 
 from tracker.engine.frames import to_model_input
 from tracker.engine.precision import inference_context
+from tracker.engine.results import Prediction
+from tracker.engine.states import (
+    FrameFeatures,
+    MemoryEntry,
+    ObjectState,
+    expanded,
+    memory_layout,
+    stacked,
+)
+
+__all__ = ["FrameFeatures", "MemoryEntry", "ObjectState", "Prediction", "StreamingSam2"]
 
 _log = logging.getLogger(__name__)
 
@@ -61,76 +71,6 @@ def _downscaled(mask: torch.Tensor, size: int) -> torch.Tensor:
         return resize(mask.cpu()).to(mask.device)
 
 
-@dataclasses.dataclass(frozen=True)
-class FrameFeatures:
-    """One frame's image-encoder output, shared by every object tracked on it."""
-
-    width: int
-    height: int
-    vision_feats: list[torch.Tensor]
-    vision_pos_embeds: list[torch.Tensor]
-    feat_sizes: list[tuple[int, int]]
-
-
-@dataclasses.dataclass
-class MemoryEntry:
-    """What memory attention reads of one past frame."""
-
-    frame_idx: int
-    maskmem_features: torch.Tensor | None  # bfloat16 like upstream; None once too old to be read
-    obj_ptr: torch.Tensor
-
-
-@dataclasses.dataclass
-class ObjectState:
-    """Everything needed to track one object further; its size is bounded by the model config."""
-
-    frame_idx: int  # the newest frame this object was tracked on; 0 is the starting frame
-    conditioning: MemoryEntry
-    recent: collections.deque[MemoryEntry]  # tracked frames, oldest first
-
-    def tensors(self) -> Iterator[torch.Tensor]:
-        for entry in (self.conditioning, *self.recent):
-            if entry.maskmem_features is not None:
-                yield entry.maskmem_features
-            yield entry.obj_ptr
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors())
-
-    def fork(self) -> ObjectState:
-        """A copy that `StreamingSam2.step` can advance while this state stays as it is: a step
-        appends an entry and forgets an old entry's memory, but never changes a tensor in place,
-        so the copies share their tensors."""
-        recent = collections.deque(
-            (dataclasses.replace(entry) for entry in self.recent), maxlen=self.recent.maxlen
-        )
-        return ObjectState(self.frame_idx, self.conditioning, recent)
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """An object's mask logits on one frame and SAM2's score for the object being present."""
-
-    low_res_logits: torch.Tensor  # (1, 1, image_size / 4, image_size / 4)
-    object_score: float
-    width: int
-    height: int
-
-    @property
-    def present(self) -> bool:
-        return self.object_score > 0
-
-    def mask(self) -> np.ndarray:
-        """The binary mask at the frame's original size, resized as upstream does."""
-        logits = self.low_res_logits
-        if logits.shape[-2:] != (self.height, self.width):
-            logits = F.interpolate(
-                logits.float(), size=(self.height, self.width), mode="bilinear", align_corners=False
-            )
-        return (logits[0, 0] > 0).cpu().numpy()
-
-
 class StreamingSam2:
     """Tracks objects frame by frame with upstream SAM2's model, giving upstream's masks."""
 
@@ -154,6 +94,11 @@ class StreamingSam2:
 
     def _inference(self) -> contextlib.AbstractContextManager:
         return inference_context(self.device, self.dtype)
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """One numeric context for a whole request (encode, then start or step its objects):
+        with autocast, each weight is cast once per request instead of once per call."""
+        return self._inference()
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """Run the image encoder once for a frame; every object on it reuses the result."""
@@ -223,26 +168,63 @@ class StreamingSam2:
 
     def step(self, frame: FrameFeatures, state: ObjectState) -> Prediction:
         """Track `state` onto the next frame; the state changes only if this succeeds."""
-        frame_idx = state.frame_idx + 1
+        return self.step_many(frame, [state])[0]
+
+    def step_many(self, frame: FrameFeatures, states: Sequence[ObjectState]) -> list[Prediction]:
+        """Track every state onto the next frame, as `step` would one by one; the states change
+        only if the whole call succeeds.
+
+        States with the same memory layout (the same frames in memory, as for objects started
+        together) go through upstream's `track_step` as one batch, which is how upstream's model
+        batches objects; each object's outputs are its own, as if stepped alone.
+        """
+        groups: dict[tuple, list[int]] = collections.defaultdict(list)
+        for index, state in enumerate(states):
+            groups[memory_layout(state)].append(index)
+        predictions: list[Prediction | None] = [None] * len(states)
+        entries: list[MemoryEntry | None] = [None] * len(states)
         with self._inference():
-            out = self._track_step(
-                frame,
-                frame_idx=frame_idx,
-                output_dict=self._output_dict(state),
-                point_inputs=None,
-                mask_inputs=None,
-                run_mem_encoder=True,
+            for indices in groups.values():
+                batch = [states[i] for i in indices]
+                outputs = self._step_batch(frame, batch)
+                for i, prediction, entry in zip(indices, *outputs, strict=True):
+                    predictions[i], entries[i] = prediction, entry
+        for state, entry in zip(states, entries, strict=True):
+            self._commit(state, entry)
+        return predictions
+
+    def _step_batch(
+        self, frame: FrameFeatures, batch: list[ObjectState]
+    ) -> tuple[list[Prediction], list[MemoryEntry]]:
+        frame_idx = batch[0].frame_idx + 1
+        out = self._track_step(
+            expanded(frame, len(batch)),
+            frame_idx=frame_idx,
+            output_dict=self._output_dict(batch),
+            point_inputs=None,
+            mask_inputs=None,
+            run_mem_encoder=True,
+        )
+        pred_masks = self._fill_holes(out["pred_masks"])
+        scores = out["object_score_logits"].float().flatten().tolist()  # one host sync
+        maskmem = out["maskmem_features"].to(torch.bfloat16)
+        predictions, entries = [], []
+        for j, score in enumerate(scores):
+            predictions.append(Prediction(pred_masks[j : j + 1], score, frame.width, frame.height))
+            # Each state owns its tensors (a store serialises them one object at a time).
+            features = maskmem[j : j + 1].clone() if len(batch) > 1 else maskmem
+            pointer = out["obj_ptr"][j : j + 1]
+            entries.append(
+                MemoryEntry(frame_idx, features, pointer.clone() if len(batch) > 1 else pointer)
             )
-            pred_masks = self._fill_holes(out["pred_masks"])
-            prediction = self._prediction(frame, pred_masks, out["object_score_logits"])
-            maskmem_features = out["maskmem_features"].to(torch.bfloat16)
-            entry = MemoryEntry(frame_idx, maskmem_features, out["obj_ptr"])
+        return predictions, entries
+
+    def _commit(self, state: ObjectState, entry: MemoryEntry) -> None:
         state.recent.append(entry)
         if len(state.recent) > self._memory_frames:
             # Only the newest num_maskmem - 1 frames are read as memory; older ones keep a pointer.
             state.recent[-self._memory_frames - 1].maskmem_features = None
-        state.frame_idx = frame_idx
-        return prediction
+        state.frame_idx = entry.frame_idx
 
     def _track_step(self, frame: FrameFeatures, frame_idx: int, **inputs) -> dict:
         """Upstream's `track_step` on a frame; frame 0 is the prompt (conditioning) frame."""
@@ -256,19 +238,23 @@ class StreamingSam2:
             **inputs,
         )
 
-    def _output_dict(self, state: ObjectState) -> dict:
-        """The slice of upstream's per-object `output_dict` that `track_step` reads."""
+    def _output_dict(self, batch: Sequence[ObjectState]) -> dict:
+        """The slice of upstream's `output_dict` that `track_step` reads, for states of one
+        memory layout: each entry's tensors stacked over the objects, as upstream batches them."""
+        pos_enc = [p.expand(len(batch), -1, -1, -1) for p in self._maskmem_pos_enc]
 
-        def as_output(entry: MemoryEntry) -> dict:
+        def as_output(entries: Sequence[MemoryEntry]) -> dict:
+            features = [e.maskmem_features for e in entries]
             return {
-                "maskmem_features": entry.maskmem_features,
-                "maskmem_pos_enc": self._maskmem_pos_enc,
-                "obj_ptr": entry.obj_ptr,
+                "maskmem_features": None if features[0] is None else stacked(features),
+                "maskmem_pos_enc": pos_enc,
+                "obj_ptr": stacked([e.obj_ptr for e in entries]),
             }
 
+        recent = list(zip(*(state.recent for state in batch), strict=True))
         return {
-            "cond_frame_outputs": {0: as_output(state.conditioning)},
-            "non_cond_frame_outputs": {e.frame_idx: as_output(e) for e in state.recent},
+            "cond_frame_outputs": {0: as_output([s.conditioning for s in batch])},
+            "non_cond_frame_outputs": {e[0].frame_idx: as_output(e) for e in recent},
         }
 
     def _memory_pos_enc(self) -> list[torch.Tensor]:

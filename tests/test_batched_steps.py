@@ -1,0 +1,85 @@
+"""The optimised paths give the unoptimised engine's masks: batched steps and cropped results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sam2_runs import iou
+
+from tracker.engine.results import Prediction
+from tracker.engine.streaming import StreamingSam2
+
+STEPS = 8
+
+
+def _started(engine, video, count):
+    """`count` objects on frame 0: the true mask, shifted and shrunk variants of it."""
+    frame = engine.encode(video.image(0))
+    masks = [np.roll(video.masks[0], 6 * k, axis=1) for k in range(count)]
+    return [engine.start_from_mask(frame, mask)[0] for mask in masks]
+
+
+def test_step_many_gives_the_masks_of_single_steps(tiny_model, video):
+    engine = StreamingSam2(tiny_model)
+    alone, together = _started(engine, video, 3), _started(engine, video, 3)
+    # A fourth object started a frame later has another memory layout: its own batch.
+    late = None
+    for index in range(1, STEPS):
+        frame = engine.encode(video.image(index))
+        expected = [engine.step(frame, state).mask() for state in alone]
+        states = together
+        if late is not None:
+            expected.append(engine.step(frame, late.fork()).mask())
+            states = [*together, late]
+        predictions = engine.step_many(frame, states)
+        assert len(predictions) == len(expected) == len(states)
+        for a, p in zip(expected, predictions, strict=True):
+            assert iou(a, p.mask()) >= 0.999
+        assert [s.frame_idx for s in states] == [index] * 3 + [index - 1] * (late is not None)
+        if late is None:
+            late = engine.start_from_mask(frame, video.masks[index])[0]
+    for a, b in zip(alone, together, strict=True):
+        assert a.nbytes() == b.nbytes()
+        for x, y in zip(a.tensors(), b.tensors(), strict=True):
+            # Each state owns its tensors: no view of a whole batch's storage.
+            assert x.shape == y.shape
+            assert y.untyped_storage().nbytes() == y.numel() * y.element_size()
+
+
+def test_step_many_changes_no_state_when_it_fails(tiny_model, video, monkeypatch):
+    engine = StreamingSam2(tiny_model)
+    states = _started(engine, video, 2)
+    frame = engine.encode(video.image(1))
+    calls = []
+    original = engine._step_batch
+
+    def failing_second(frame, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return original(frame, batch)
+
+    monkeypatch.setattr(engine, "_step_batch", failing_second)
+    other = engine.start_from_mask(frame, video.masks[1])[0]
+    engine.step(frame, other)  # one frame further: another memory layout, a second batch
+    with pytest.raises(RuntimeError):
+        engine.step_many(frame, [*states, other])
+    assert [s.frame_idx for s in states] == [0, 0] and not states[0].recent
+
+
+@pytest.mark.parametrize("size", [(320, 240), (1920, 1080), (97, 61), (64, 64)])
+def test_cropped_mask_equals_the_whole_frame_mask(size):
+    generator = torch.Generator().manual_seed(0)
+    width, height = size
+    for trial in range(20):
+        logits = torch.randn(1, 1, 64, 64, generator=generator) - 1.5 - trial / 10
+        if trial % 5 == 0:
+            logits[..., :2, -3:] = 4.0  # at the border
+        prediction = Prediction(logits, 1.0, width, height)
+        crop = prediction.mask_crop()
+        full = prediction.mask()
+        if crop is None:
+            assert not full.any()
+        else:
+            assert np.array_equal(crop.full(), full)
