@@ -14,14 +14,14 @@ import yaml
 from nuclio_driver import SERVERLESS, load_entry
 
 from tracker.cvat import env_options
+from tracker.cvat.options import INTERACTOR_PARAMETERS, TRACKER_PARAMETERS
 
 ROOT = Path(__file__).parent.parent
 FILES = sorted(SERVERLESS.glob("*/nuclio/function*.yaml"))
 KNOWN_VARIABLES = {
     env_options.variable(name)
     for name in (
-        *env_options._TRACKER_VARIABLES,
-        "max_embedding_memory_mb",
+        *(spec.name for spec in (*TRACKER_PARAMETERS, *INTERACTOR_PARAMETERS)),
         "interactor_answer",
         "server_url",
         "server_connect_timeout",
