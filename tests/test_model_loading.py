@@ -147,7 +147,7 @@ def test_out_of_memory_while_loading_encoding_or_stepping_says_what_to_lower(
         with pytest.raises(cvataa.BadFunctionError, match="encoding a frame: lower -p image_size"):
             worker.track(video.image(1), [state])
     with monkeypatch.context() as patch:
-        patch.setattr(function.engine, "step", _out_of_memory)
+        patch.setattr(function.engine, "step_many", _out_of_memory)
         with pytest.raises(cvataa.BadFunctionError, match="track fewer objects at once"):
             worker.track(video.image(1), [state])
     (shape,) = worker.track(video.image(1), [state])  # the agent goes on once memory is free

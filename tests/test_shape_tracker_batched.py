@@ -95,7 +95,7 @@ def test_one_pixel_thin_region_at_a_crop_edge_is_outlined_as_on_the_whole_mask()
     whole[5, 7:12] = True
     expected = shapes.polygon_from_mask(whole, 1.0)
     crop = whole[5:6, 7:12]
-    assert shapes.polygon_from_mask(crop, 1.0, 7, 5, (30, 20)) == expected
+    assert shapes.polygon_from_mask(crop, 1.0, 7, 5) == expected
 
 
 def test_results_are_copied_to_the_host_in_one_transfer(monkeypatch):
