@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
-from nuclio_driver import NuclioFunction, tracker_body
+from nuclio_driver import NuclioFunction, track_frames, tracker_body
 
 from tracker.cvat import shapes
 from tracker.cvat.tracking import create
@@ -37,23 +36,6 @@ def _box(video) -> list[float]:
     return [x1 - 3, y1 - 3, x2 + 3, y2 + 3]
 
 
-def _track(functions, video, first_shapes, frames=FRAMES) -> list[list]:
-    """Start on frame 0 and step frames 1.. through `functions` in turn; the answered shapes."""
-    status, answer = functions[0].call(tracker_body(video.frames[0], first_shapes, None))
-    assert status == 200, answer
-    states = answer["states"]
-    assert all(len(json.dumps(s)) < 1024 for s in states), "states travel through the browser"
-    results = []
-    for index in range(1, frames):
-        function = functions[index % len(functions)]
-        # Newer CVATs send no shapes when continuing; the older UI sends the last ones.
-        status, answer = function.call(tracker_body(video.frames[index], None, states))
-        assert status == 200, answer
-        assert answer["states"] == states
-        results.append(answer["shapes"])
-    return results
-
-
 def test_shapes_equal_the_agent_functions(environment, tiny_checkpoint, video):
     box, rle = _box(video), shapes.rle_from_mask(video.masks[0])
     worker = AgentWorker(create(image_size=256, device="cpu"))
@@ -63,7 +45,7 @@ def test_shapes_equal_the_agent_functions(environment, tiny_checkpoint, video):
         rectangle, mask = worker.track(video.image(index), state_ids)
         expected.append([rectangle.points, {"type": "mask", "points": mask.points}])
     started = [box, {"type": "mask", "points": rle}]
-    assert _track([NuclioFunction("tracker")], video, started) == expected
+    assert track_frames([NuclioFunction("tracker")], video, started, FRAMES) == expected
 
 
 def test_masks_polygons_and_rectangles_answer_in_their_form(environment, tiny_checkpoint, video):
@@ -76,14 +58,14 @@ def test_masks_polygons_and_rectangles_answer_in_their_form(environment, tiny_ch
     function = NuclioFunction("tracker")
     status, started = function.call(tracker_body(video.frames[0], typed + [_box(video)], None))
     assert status == 200 and started["shapes"] == typed + [_box(video)]
-    for answer in _track([function], video, typed + [_box(video)], frames=3)[-1:]:
+    for answer in track_frames([function], video, typed + [_box(video)], 3)[-1:]:
         assert [s["type"] for s in answer[:3]] == ["mask", "polygon", "rectangle"]
         assert isinstance(answer[3], list) and len(answer[3]) == 4  # legacy form answered alike
 
 
 def test_restarted_function_continues_from_redis(with_redis, tiny_checkpoint, video):
     box = _box(video)
-    uninterrupted = _track([NuclioFunction("tracker")], video, [box])
+    uninterrupted = track_frames([NuclioFunction("tracker")], video, [box], FRAMES)
     first = NuclioFunction("tracker")
     status, answer = first.call(tracker_body(video.frames[0], [box], None))
     states = answer["states"]
@@ -99,8 +81,9 @@ def test_restarted_function_continues_from_redis(with_redis, tiny_checkpoint, vi
 
 def test_two_instances_alternating_equal_one(with_redis, tiny_checkpoint, video):
     box = _box(video)
-    one = _track([NuclioFunction("tracker")], video, [box])
-    assert _track([NuclioFunction("tracker"), NuclioFunction("tracker")], video, [box]) == one
+    one = track_frames([NuclioFunction("tracker")], video, [box], FRAMES)
+    pair = [NuclioFunction("tracker"), NuclioFunction("tracker")]
+    assert track_frames(pair, video, [box], FRAMES) == one
 
 
 def test_in_memory_states_are_not_shared_between_instances(environment, tiny_checkpoint, video):
@@ -150,7 +133,7 @@ def test_a_step_writes_only_the_new_memory_frame(with_redis, tiny_checkpoint, vi
 def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint, video):
     request.getfixturevalue("with_redis" if store == "redis" else "environment")
     box = _box(video)
-    reference = _track([NuclioFunction("tracker")], video, [box], frames=3)
+    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
     function = NuclioFunction("tracker")
     status, answer = function.call(tracker_body(video.frames[0], [box], None))
     states = answer["states"]

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 import torch
-from nuclio_driver import NuclioFunction, frame_b64, tracker_body
+from nuclio_driver import NuclioFunction, frame_b64, track_frames, tracker_body
 
 from tracker.cvat import shapes
 from tracker.devtools.redis_server import free_port
@@ -76,13 +76,7 @@ def _start(video) -> list:
 
 
 def _in_process(video) -> list:
-    function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], _start(video), None))
-    result = []
-    for index in range(1, FRAMES):
-        status, stepped = function.call(tracker_body(video.frames[index], None, answer["states"]))
-        result.append(stepped["shapes"])
-    return result
+    return track_frames([NuclioFunction("tracker")], video, _start(video), FRAMES)
 
 
 def test_health_needs_no_token(live_server):
