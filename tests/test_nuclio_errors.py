@@ -138,3 +138,9 @@ def test_interactor_settings_are_checked():
         env_options.interactor_settings({"SAM2_INTERACTOR_ANSWER": "polygon"})
     with pytest.raises(ModelConfigError, match="SAM2_MAX_EMBEDDING_MEMORY_MB must be a positive"):
         env_options.interactor_settings({"SAM2_MAX_EMBEDDING_MEMORY_MB": "-1"})
+
+
+@pytest.mark.parametrize("prefix", ["CVAT_FUNCTIONS_REDIS", "CVAT_REDIS"])
+def test_a_bad_redis_port_names_the_variable_it_came_from(prefix):
+    with pytest.raises(ModelConfigError, match=f"^{prefix}_PORT must be a port number"):
+        env_options.redis_client({f"{prefix}_HOST": "redis", f"{prefix}_PORT": "six"})

@@ -102,13 +102,14 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
     host = environ.get("CVAT_FUNCTIONS_REDIS_HOST") or environ.get("CVAT_REDIS_HOST")
     if not host:
         return None
-    port_text = environ.get("CVAT_FUNCTIONS_REDIS_PORT") or environ.get("CVAT_REDIS_PORT")
+    port_variable = next(
+        (v for v in ("CVAT_FUNCTIONS_REDIS_PORT", "CVAT_REDIS_PORT") if environ.get(v)), None
+    )
+    port_text = environ[port_variable] if port_variable else "6379"
     try:
-        port = int(port_text or 6379)
+        port = int(port_text)
     except ValueError as e:
-        raise ModelConfigError(
-            f"CVAT_FUNCTIONS_REDIS_PORT must be a port number; got {port_text!r}."
-        ) from e
+        raise ModelConfigError(f"{port_variable} must be a port number; got {port_text!r}.") from e
     password = environ.get("CVAT_FUNCTIONS_REDIS_PASSWORD") or environ.get("CVAT_REDIS_PASSWORD")
     client = redis.Redis(host=host, port=port, password=password or None, **_TIMEOUTS)
     return client, f"{host}:{port}"
