@@ -146,12 +146,12 @@ def _run_paired(args, videos, device) -> dict:
 
     function = _ours_function(args)
     engine = function.engine
-    models = {"upstream": engine.model}
+    models = {"upstream": engine.upstream_model}
     if args.upstream_vos:
         models["upstream_vos"] = _upstream_model(args, device, vos_optimized=True)
     video = videos["timed"]
     result = {
-        "encoder_s": encoder_seconds(engine, engine.model, video, device),
+        "encoder_s": encoder_seconds(engine, engine.upstream_model, video, device),
         "encoder_gflop": _encoder_gflop(engine),
         "matmul_tflops": _matmul_tflops(device, engine.dtype),
         "cvat_state_bytes": cvat_state_bytes(engine, video),

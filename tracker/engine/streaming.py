@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from sam2.utils.misc import fill_holes_in_mask_scores
 
+from tracker.engine.fast_memory_attention import faster_view
 from tracker.engine.frames import to_model_input
 from tracker.engine.precision import inference_context
 from tracker.engine.results import Prediction
@@ -74,10 +75,20 @@ def _downscaled(mask: torch.Tensor, size: int) -> torch.Tensor:
 class StreamingSam2:
     """Tracks objects frame by frame with upstream SAM2's model, giving upstream's masks."""
 
-    def __init__(self, model: SAM2VideoPredictor, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model: SAM2VideoPredictor,
+        dtype: torch.dtype = torch.float32,
+        fast_memory_attention: bool | None = None,
+    ) -> None:
+        """`fast_memory_attention`: memory attention with less arithmetic per object
+        (`tracker.engine.fast_memory_attention`); by default on the CPU, where it was measured."""
         if model.memory_temporal_stride_for_eval != 1:
             raise ValueError("only memory_temporal_stride_for_eval=1 is supported when streaming")
-        self.model = model
+        if fast_memory_attention is None:
+            fast_memory_attention = model.device.type == "cpu"
+        self.upstream_model = model  # as given, unchanged: upstream's predictor can run on it
+        self.model = faster_view(model) if fast_memory_attention else model
         self.device = model.device
         self.dtype = dtype
         self.image_size: int = model.image_size

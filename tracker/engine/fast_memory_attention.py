@@ -1,0 +1,165 @@
+"""SAM2's memory attention with less arithmetic per object, for the CPU (two changes).
+
+1. Memories weighed before they are projected (`FoldedValueAttention`).
+
+SAM2's memory attention cross-attends the frame's 256-dim tokens to memory tokens of only 64
+dims (`kv_in_dim`): upstream's `RoPEAttention` projects every memory token's value from 64 to
+256 dims, then sums those 256-dim values weighted by the attention. A row of attention weights
+sums to one, so for memories M, value projection (W_v, b_v) and output projection (W_o, b_o):
+
+    out_proj(softmax(QK^T) (M W_v^T + b_v)) = (softmax(QK^T) M) (W_o W_v)^T + (W_o b_v + b_o)
+
+Weighing the 64-dim memories first does a quarter of the weighted sum and no projection per
+memory token (7 x 256 tokens at 256 px, 7 x 4,096 at 1024 px); what remains is one 64 -> 256
+projection per query. At 256 px that is about a tenth of an object's step on the CPU. The
+result differs from upstream's by float rounding only (the tests hold the masks to IoU >= 0.999
+with the unfolded engine's and upstream's).
+
+2. The first layer's self-attention once per frame (`FrameSharedSelfAttention`). It reads only
+the frame's image features, not the object's memories, so it is the same for every object
+tracked on a frame; stepping objects one by one (as cvat-cli's agent asks for them) computes it
+once and reuses it, bit for bit, while the input is equal. That is 3% of a step at 256 px.
+
+Both are used on the CPU only: PyTorch's fused GPU attention kernels need values as wide as the
+keys, the equality check would cost a GPU a host sync per object, and neither was measured on a
+GPU (none was lent).
+
+The model is not changed: `faster_view` returns a view of it whose memory-attention layers are
+copies holding the same parameter tensors, so upstream's predictor can run on the very model
+the engine was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sam2.modeling.memory_attention import MemoryAttentionLayer
+from sam2.modeling.position_encoding import apply_rotary_enc
+from sam2.modeling.sam.transformer import RoPEAttention
+
+# Attention weights computed at once, at most (4 Mi floats, 16 MiB): 1024 px memories have 28,736
+# keys, so queries go through in chunks of ~145.
+_MAX_SCORES = 1 << 22
+
+
+def _view(module: nn.Module) -> nn.Module:
+    """A copy of `module` sharing its parameters and submodules, with its own table of
+    submodules, so that replacing one of them in the copy leaves `module` as it was."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    return clone
+
+
+class FoldedValueAttention(RoPEAttention):
+    """SAM2's `RoPEAttention` with the value projection moved after the attention weights.
+
+    A subclass, so that queries and keys go through upstream's own projections, heads and
+    rotary encoding; only the weighted sum of values and the output projection differ.
+    """
+
+    value_output: torch.Tensor  # (heads, embedding_dim, kv_in_dim): W_o W_v, per head
+    value_output_bias: torch.Tensor  # W_o b_v + b_o
+
+    @classmethod
+    def of(cls, attention: RoPEAttention) -> FoldedValueAttention:
+        folded = _view(attention)
+        folded.__class__ = cls
+        heads, head_dim = attention.num_heads, attention.internal_dim // attention.num_heads
+        with torch.no_grad():
+            w_v = attention.v_proj.weight.reshape(heads, head_dim, attention.kv_in_dim)
+            w_o = attention.out_proj.weight.reshape(attention.embedding_dim, heads, head_dim)
+            folded.value_output = torch.einsum("ehd,hdk->hek", w_o, w_v)
+            folded.value_output_bias = attention.out_proj(attention.v_proj.bias)
+        return folded
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
+        if self.training and self.dropout_p > 0:
+            raise RuntimeError("folded attention is for inference; train the upstream module")
+        q = self._separate_heads(self.q_proj(q), self.num_heads)
+        k = self._separate_heads(self.k_proj(k), self.num_heads)
+        q, k = self._rotated(q, k, num_k_exclude_rope)
+        memories = v[:, None].to(q.dtype)  # (B, 1, keys, kv_in_dim): one for every head
+        scale = 1 / math.sqrt(q.shape[-1])
+        keys_t = k.transpose(-2, -1)
+        chunk = max(1, _MAX_SCORES // (k.shape[-2] * k.shape[0] * self.num_heads))
+        weighed = torch.cat(
+            [
+                torch.softmax(torch.matmul(part * scale, keys_t), dim=-1) @ memories
+                for part in q.split(chunk, dim=-2)
+            ],
+            dim=-2,
+        )  # (B, heads, queries, kv_in_dim)
+        weights = self.value_output.to(weighed.dtype)
+        bias = self.value_output_bias.to(weighed.dtype)
+        if self.num_heads == 1:
+            return F.linear(weighed[:, 0], weights[0], bias)
+        return torch.einsum("bhqk,hek->bqe", weighed, weights) + bias
+
+    def _rotated(
+        self, q: torch.Tensor, k: torch.Tensor, num_k_exclude_rope: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary encoding of the queries and of all keys but the excluded (object-pointer)
+        ones, as `RoPEAttention.forward` applies it."""
+        side = math.sqrt(q.shape[-2])
+        self.freqs_cis = self.freqs_cis.to(q.device)
+        if self.freqs_cis.shape[0] != q.shape[-2]:
+            self.freqs_cis = self.compute_cis(end_x=side, end_y=side).to(q.device)
+        if q.shape[-2] != k.shape[-2] and not self.rope_k_repeat:
+            raise ValueError("keys of another length than the queries need rope_k_repeat")
+        num_k_rope = k.size(-2) - num_k_exclude_rope
+        q, k[:, :, :num_k_rope] = apply_rotary_enc(
+            q, k[:, :, :num_k_rope], freqs_cis=self.freqs_cis, repeat_freqs_k=self.rope_k_repeat
+        )
+        return q, k
+
+
+def foldable(attention: nn.Module) -> bool:
+    """Folding pays where memories are narrower than a head (SAM2: 64 against 256)."""
+    return (
+        isinstance(attention, RoPEAttention)
+        and attention.kv_in_dim < attention.internal_dim // attention.num_heads
+    )
+
+
+class FrameSharedSelfAttention(MemoryAttentionLayer):
+    """SAM2's first memory-attention layer, keeping its last self-attention input and output:
+    an equal input (the next object on the same frame) gets the same output without the work.
+    The output is returned as is: upstream's layer only reads it (`tgt + ...`)."""
+
+    _last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+
+    def _forward_sa(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is not None and _equal(last[0], tgt) and _equal(last[1], query_pos):
+            return last[2]
+        out = super()._forward_sa(tgt, query_pos)
+        self._last = (tgt, query_pos, out)
+        return out
+
+
+def _equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
+def faster_view(model: nn.Module) -> nn.Module:
+    """A view of a SAM2 model whose memory attention shares the first self-attention across
+    objects and weighs memories before projecting them; `model` itself is left unchanged."""
+    view, attention = _view(model), _view(model.memory_attention)
+    layers = attention.layers = _view(model.memory_attention.layers)
+    for index, layer in enumerate(model.memory_attention.layers):
+        layer = _view(layer)
+        if index == 0:
+            layer.__class__ = FrameSharedSelfAttention
+        if foldable(layer.cross_attn_image):
+            layer.cross_attn_image = FoldedValueAttention.of(layer.cross_attn_image)
+        layers[index] = layer
+    view.memory_attention = attention
+    return view
