@@ -9,11 +9,7 @@ from sam2.modeling.sam.transformer import RoPEAttention
 from sam2_runs import iou
 
 from tracker.engine import fast_memory_attention
-from tracker.engine.fast_memory_attention import (
-    FoldedValueAttention,
-    FrameSharedSelfAttention,
-    faster_view,
-)
+from tracker.engine.fast_memory_attention import FoldedValueAttention, FrameShared, faster_view
 from tracker.engine.streaming import StreamingSam2
 
 
@@ -43,24 +39,35 @@ def test_folded_attention_equals_upstreams(monkeypatch, heads, batch, pointer_to
     assert folded.q_proj is upstream.q_proj  # the same parameters, not copies
 
 
-def test_first_layer_self_attention_is_computed_once_per_equal_input(tiny_model):
+def test_frame_shared_work_is_computed_once_per_equal_input(tiny_model):
+    """The first layer's self-attention: once for equal inputs (not the same tensors), again
+    for other inputs, once for a batch of equal rows; always upstream's output for the input."""
     view = faster_view(tiny_model)
-    layer = view.memory_attention.layers[0]
-    assert isinstance(layer, FrameSharedSelfAttention)
+    shared = view.memory_attention.layers[0].self_attn
+    assert isinstance(shared, FrameShared)
+    assert isinstance(view.memory_encoder.pix_feat_proj, FrameShared)
+    upstream = tiny_model.memory_attention.layers[0].self_attn
+    assert shared.module is upstream
     calls = []
-    hook = layer.self_attn.register_forward_hook(lambda *args: calls.append(1))
+    hook = upstream.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
     try:
         torch.manual_seed(0)
         tgt, other = torch.randn(1, 256, 256), torch.randn(1, 256, 256)
         with torch.no_grad():
-            first = layer._forward_sa(tgt, None)
-            again = layer._forward_sa(tgt.clone(), None)  # equal, not the same tensor
-            assert len(calls) == 1
-            assert torch.equal(again, first)
-            assert not torch.equal(layer._forward_sa(other, None), first)
-            assert len(calls) == 2
-            fresh = type(tiny_model.memory_attention.layers[0])._forward_sa(layer, tgt, None)
-        assert torch.equal(first, fresh)
+            first = shared(tgt, tgt, v=tgt)
+            again = shared(tgt.clone(), tgt.clone(), v=tgt.clone())
+            assert len(calls) == 1 and torch.equal(again, first)
+            assert not torch.equal(shared(other, other, v=other), first)
+            assert not torch.equal(shared(tgt, tgt, v=other), first)  # any input counts
+            assert len(calls) == 3
+            rows = tgt.expand(3, -1, -1).contiguous()
+            batched = shared(rows, rows, v=rows)
+            assert calls[-1] == (1, 256, 256) and batched.shape == (3, 256, 256)
+            assert torch.equal(batched[2], first[0])
+            mixed = torch.cat([tgt, other])
+            shared(mixed, mixed, v=mixed)
+            assert calls[-1] == (2, 256, 256)  # rows differ: computed for every row
+            assert torch.equal(first, upstream(tgt, tgt, v=tgt))
     finally:
         hook.remove()
 

@@ -41,8 +41,10 @@ class Shape(NamedTuple):
 class TrackedObject:
     """One tracked shape: the engine's state (None once dropped by a budget), its type, the size
     of the frames it is tracked on, its last shape (what CVAT's AI Tools are answered while SAM2
-    sees no object: they cannot take a missing shape), and whether CVAT sent it as a bare list of
-    points (CVAT's legacy tracker protocol, answered alike even when later requests send none)."""
+    sees no object: they cannot take a missing shape), whether CVAT sent it as a bare list of
+    points (CVAT's legacy tracker protocol, answered alike even when later requests send none),
+    and its step onto the next frame when one was computed before it was asked for
+    (`tracker.cvat.frame_batches`; dropped with the state)."""
 
     object_state: ObjectState | None
     shape_type: str
@@ -50,12 +52,13 @@ class TrackedObject:
     height: int
     last_shape: Shape | None = None
     bare_points: bool = False
+    ahead: object | None = None
 
     def nbytes(self) -> int:
         return self.object_state.nbytes() if self.object_state is not None else 0
 
     def release(self) -> None:
-        self.object_state = None
+        self.object_state = self.ahead = None
 
 
 class ShapeTracker:

@@ -14,6 +14,7 @@ from typing import Any
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
+from tracker.cvat.frame_batches import FrameBatches
 from tracker.cvat.options import Syntax, TrackerOptions
 from tracker.cvat.shape_tracker import (
     SUPPORTED_SHAPE_TYPES,
@@ -35,6 +36,7 @@ class Sam2TrackingFunction:
     def __init__(self, options: TrackerOptions) -> None:
         self.options = options
         self.tracker = ShapeTracker(options)
+        self.batches = FrameBatches(self.tracker)  # the agent asks for one shape at a time
         # The agent keeps every state for 8 hours with no cap on their number: bound them.
         self.budget = StateBudget(options.max_state_memory_mb * 1024 * 1024)
 
@@ -71,6 +73,7 @@ class Sam2TrackingFunction:
     ) -> TrackedObject:
         with self._reported():
             state = self.tracker.start(pp_image, Shape(shape.type, shape.points))
+        self.batches.started(pp_image, state)
         self.budget.add(state)
         return state
 
@@ -83,7 +86,7 @@ class Sam2TrackingFunction:
         with self._reported():
             if state.object_state is None:
                 raise dropped_state_message(self.options.max_state_memory_mb)
-            shape = self.tracker.step(pp_image, state)
+            shape = self.batches.step(pp_image, state)
         self.budget.touch(state)
         return (
             None if shape is None else cvataa.TrackableShape(type=shape.type, points=shape.points)

@@ -15,17 +15,20 @@ projection per query. At 256 px that is about a tenth of an object's step on the
 result differs from upstream's by float rounding only (the tests hold the masks to IoU >= 0.999
 with the unfolded engine's and upstream's).
 
-2. The first layer's self-attention once per frame (`FrameSharedSelfAttention`). It reads only
-the frame's image features, not the object's memories, so it is the same for every object
-tracked on a frame; stepping objects one by one (as cvat-cli's agent asks for them) computes it
-once and reuses it, bit for bit, while the input is equal. That is 3% of a step at 256 px.
+2. Work that reads only the frame, once per frame (`FrameShared`). The first memory-attention
+layer's self-attention and its cross-attention queries read the frame's image features, not the
+object's memories, and so does the memory encoder's projection of those features: they are the
+same for every object tracked on a frame. Stepped one by one (as cvat-cli's agent asks for
+objects), each object after the first reuses the first one's results, bit for bit, while the
+inputs are equal; stepped as one batch, they are computed for one object and shared. That is 4%
+of a step at 256 px.
 
 Both are used on the CPU only: PyTorch's fused GPU attention kernels need values as wide as the
 keys, the equality check would cost a GPU a host sync per object, and neither was measured on a
 GPU (none was lent).
 
-The model is not changed: `faster_view` returns a view of it whose memory-attention layers are
-copies holding the same parameter tensors, so upstream's predictor can run on the very model
+The model is not changed: `faster_view` returns a view of it whose changed modules are copies
+holding the same parameter tensors, so upstream's predictor can run on the very model
 the engine was given.
 """
 
@@ -37,7 +40,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sam2.modeling.memory_attention import MemoryAttentionLayer
 from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
@@ -127,39 +129,64 @@ def foldable(attention: nn.Module) -> bool:
     )
 
 
-class FrameSharedSelfAttention(MemoryAttentionLayer):
-    """SAM2's first memory-attention layer, keeping its last self-attention input and output:
-    an equal input (the next object on the same frame) gets the same output without the work.
-    The output is returned as is: upstream's layer only reads it (`tgt + ...`)."""
+class FrameShared(nn.Module):
+    """`module`, keeping its last inputs and output: equal inputs (the next object on the same
+    frame) get the same output without the work, and a batch whose rows are all equal (a
+    frame's objects stepped together) is computed for its first row only. The output is
+    returned as is, shared: the modules this wraps are ones whose callers only read it."""
 
-    _last: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self._last: tuple[tuple, torch.Tensor] | None = None
 
-    def _forward_sa(self, tgt: torch.Tensor, query_pos: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        inputs = (*args, *kwargs.items())
         last = self._last  # one read: another thread may replace it meanwhile
-        if last is not None and _equal(last[0], tgt) and _equal(last[1], query_pos):
-            return last[2]
-        out = super()._forward_sa(tgt, query_pos)
-        self._last = (tgt, query_pos, out)
+        if last is not None and _all_equal(last[0], inputs):
+            return last[1]
+        batch = args[0].shape[0]
+        if batch > 1 and all(_equal(a, a[:1].expand_as(a)) for a in _tensors(inputs)):
+            first = {k: v[:1] for k, v in kwargs.items()}
+            out = self.module(*(a[:1] for a in args), **first)
+            out = out.expand(batch, *out.shape[1:])
+        else:
+            out = self.module(*args, **kwargs)
+        self._last = (inputs, out)
         return out
 
 
-def _equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is b
+def _tensors(inputs: tuple) -> list[torch.Tensor]:
+    return [x[1] if isinstance(x, tuple) else x for x in inputs]
+
+
+def _all_equal(a: tuple, b: tuple) -> bool:
+    """Equal positional and keyword inputs (keywords by name, in the caller's order)."""
+    names = [x[0] if isinstance(x, tuple) else None for x in a]
+    if len(a) != len(b) or names != [x[0] if isinstance(x, tuple) else None for x in b]:
+        return False
+    return all(map(_equal, _tensors(a), _tensors(b)))
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
 
 
 def faster_view(model: nn.Module) -> nn.Module:
-    """A view of a SAM2 model whose memory attention shares the first self-attention across
-    objects and weighs memories before projecting them; `model` itself is left unchanged."""
+    """A view of a SAM2 model whose memory attention weighs memories before projecting them and
+    which computes what reads only the frame once per frame; `model` itself is left unchanged."""
     view, attention = _view(model), _view(model.memory_attention)
     layers = attention.layers = _view(model.memory_attention.layers)
     for index, layer in enumerate(model.memory_attention.layers):
-        layer = _view(layer)
-        if index == 0:
-            layer.__class__ = FrameSharedSelfAttention
-        if foldable(layer.cross_attn_image):
-            layer.cross_attn_image = FoldedValueAttention.of(layer.cross_attn_image)
-        layers[index] = layer
+        layer = layers[index] = _view(layer)
+        cross = layer.cross_attn_image
+        if foldable(cross):
+            cross = layer.cross_attn_image = FoldedValueAttention.of(cross)
+        if index == 0:  # until the first cross-attention's keys, only the frame was read
+            layer.self_attn = FrameShared(layer.self_attn)
+            cross = layer.cross_attn_image = _view(cross)
+            cross.q_proj = FrameShared(cross.q_proj)
     view.memory_attention = attention
+    encoder = view.memory_encoder = _view(model.memory_encoder)
+    encoder.pix_feat_proj = FrameShared(encoder.pix_feat_proj)
     return view

@@ -1,0 +1,116 @@
+"""The agent asks for one shape at a time; a frame's objects are still stepped as one batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam2_runs import iou
+
+from tracker.cvat import shapes
+from tracker.cvat.shape_tracker import Shape
+from tracker.cvat.tracking import create
+from tracker.devtools.agent_worker import AgentWorker
+
+
+@pytest.fixture(scope="module")
+def function(tiny_checkpoint):
+    return create(image_size=256)
+
+
+def _masks(video, count):
+    return [np.roll(video.masks[0], 10 * k, axis=1) for k in range(count)]
+
+
+def _batch_sizes(function, monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    original = function.tracker.step_many
+
+    def counting(frame, tracked):
+        sizes.append(len(tracked))
+        return original(frame, tracked)
+
+    monkeypatch.setattr(function.tracker, "step_many", counting)
+    return sizes
+
+
+def _decoded(shape, width, height):
+    return shapes.mask_from_rle(shape.points, width, height)
+
+
+def test_the_agents_requests_step_each_frame_as_one_batch(function, video, monkeypatch):
+    """Through cvat-cli's own worker jobs: one batch per frame, and each object's masks those
+    of stepping it alone."""
+    width, height = video.image(0).size
+    tracker = function.tracker
+    first = tracker.encode(video.image(0))
+    alone = [tracker.start(first, Shape("mask", shapes.rle_from_mask(m))) for m in _masks(video, 3)]
+    worker = AgentWorker(function)
+    ids = worker.init(
+        video.image(0), *(("mask", shapes.rle_from_mask(m)) for m in _masks(video, 3))
+    )
+    sizes = _batch_sizes(function, monkeypatch)
+    for index in range(1, 8):
+        got = worker.track(video.image(index), ids)
+        frame = tracker.encode(video.image(index))
+        expected = [tracker.step(frame, obj) for obj in alone]
+        for a, b in zip(expected, got, strict=True):
+            assert iou(_decoded(a, width, height), _decoded(b, width, height)) >= 0.999
+    assert sizes == [3, 1, 1, 1] * 7  # the agent's batch, then the reference's singles
+
+
+def test_an_object_not_asked_for_keeps_its_state(function, video):
+    """Frame 1 asks for A only: B's step onto frame 1 is computed but not handed out, so B goes
+    from frame 0 straight to frame 2, as it would unbatched."""
+    width, height = video.image(0).size
+    tracker, batches = function.tracker, function.batches
+    frames = [tracker.encode(video.image(i)) for i in range(3)]
+    prompts = [Shape("mask", shapes.rle_from_mask(m)) for m in _masks(video, 2)]
+    a, b = (tracker.start(frames[0], p) for p in prompts)
+    for obj in (a, b):
+        batches.started(frames[0], obj)
+    reference = tracker.start(frames[0], prompts[1])
+
+    batches.step(frames[1], a)
+    assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0
+    assert b.ahead is not None
+    got = batches.step(frames[2], b)  # another frame: the step computed ahead is dropped
+    assert b.object_state.frame_idx == 1 and b.ahead is None
+    expected = tracker.step(frames[2], reference)
+    assert iou(_decoded(got, width, height), _decoded(expected, width, height)) >= 0.999
+    # A, stepped on frame 1 without B, starts a cohort of its own on frame 2.
+    assert batches.step(frames[2], a) is not None and b.ahead is None
+
+
+def test_a_dropped_state_drops_its_step_ahead(function, video):
+    tracker, batches = function.tracker, function.batches
+    frames = [tracker.encode(video.image(i)) for i in range(2)]
+    a, b = (
+        tracker.start(frames[0], Shape("mask", shapes.rle_from_mask(m))) for m in _masks(video, 2)
+    )
+    for obj in (a, b):
+        batches.started(frames[0], obj)
+    batches.step(frames[1], a)
+    assert b.ahead is not None
+    b.release()  # what the state budget does
+    assert b.object_state is None and b.ahead is None
+
+
+def test_a_failing_batch_steps_the_asked_object_alone(function, video, monkeypatch):
+    tracker, batches = function.tracker, function.batches
+    frames = [tracker.encode(video.image(i)) for i in range(2)]
+    a, b = (
+        tracker.start(frames[0], Shape("mask", shapes.rle_from_mask(m))) for m in _masks(video, 2)
+    )
+    for obj in (a, b):
+        batches.started(frames[0], obj)
+    original = tracker.step_many
+
+    def out_of_memory_for_two(frame, tracked):
+        if len(tracked) > 1:
+            raise RuntimeError("out of memory")
+        return original(frame, tracked)
+
+    monkeypatch.setattr(tracker, "step_many", out_of_memory_for_two)
+    assert batches.step(frames[1], a) is not None
+    assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0 and b.ahead is None
+    assert batches.step(frames[1], b) is not None and b.object_state.frame_idx == 1
