@@ -7,8 +7,10 @@ the machine's drift over minutes falls on all alike).
 
 Times per frame count everything: decoding and preprocessing the source frame (upstream loads all
 frames in `init_state`; its loading is shared out per frame), the image encoder and every object.
-Systems: ours as cvat-cli's agent drives it (one shape per call), ours with all shapes of a frame
-in one request (`ShapeTracker.step_many`, batched), upstream, and upstream with
+Systems: ours as cvat-cli's agent drives it (one shape per call; `FrameBatches` steps a frame's
+objects as one batch at the first call), ours with all shapes of a frame in one request
+(`ShapeTracker.step_many`, batched, as the Nuclio functions and the server get them), ours with
+every object stepped on its own (single, no batches), upstream, and upstream with
 `vos_optimized=True` (`--upstream-vos`).
 
     python benchmarks/compare_with_upstream.py                      # CPU, 256 px
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The random-weight checkpoints, synthetic videos and agent-worker driver the tests use come from
 # the installed package (`pip install -e .`), `tracker.devtools`; `systems` lies beside this file.
-SYSTEMS = ("ours", "batched", "upstream", "upstream_vos")
+SYSTEMS = ("ours", "batched", "single", "upstream", "upstream_vos")
 
 
 def _parse_ints(text: str) -> list[int]:
@@ -161,6 +163,7 @@ def _run_paired(args, videos, device) -> dict:
         runs = {
             "ours": OursAgent(function, video, count, device),
             "batched": OursBatched(function, video, count, device),
+            "single": OursBatched(function, video, count, device, single=True),
         }
         for name, model in models.items():
             runs[name] = Upstream(model, video, count, args.frames, device)

@@ -53,9 +53,10 @@ class OursAgent:
 
 
 class OursBatched:
-    """All shapes of a frame in one request (`ShapeTracker.step_many`), as a server gets them."""
+    """All shapes of a frame in one request (`ShapeTracker.step_many`), as a server gets them;
+    `single=True`: each shape stepped on its own (`ShapeTracker.step`), no batches at all."""
 
-    def __init__(self, function, video, count: int, device) -> None:
+    def __init__(self, function, video, count: int, device, single: bool = False) -> None:
         from tracker.cvat import shapes
         from tracker.cvat.shape_tracker import Shape
 
@@ -65,7 +66,7 @@ class OursBatched:
             self.tracker.start(frame, Shape("mask", shapes.rle_from_mask(m)))
             for m in _mask_prompts(video, count)
         ]
-        self.frame_idx = 0
+        self.frame_idx, self.single = 0, single
 
     def step(self) -> float:
         self.frame_idx += 1
@@ -73,7 +74,11 @@ class OursBatched:
         start = time.perf_counter()
         with self.tracker.engine.session():
             frame = self.tracker.encode(image)
-            self.tracker.step_many(frame, self.objects)
+            if self.single:
+                for obj in self.objects:
+                    self.tracker.step(frame, obj)
+            else:
+                self.tracker.step_many(frame, self.objects)
         sync(self.device)
         return time.perf_counter() - start
 

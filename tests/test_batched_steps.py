@@ -69,6 +69,26 @@ def test_step_many_changes_no_state_when_it_fails(tiny_model, video, monkeypatch
     assert [s.frame_idx for s in states] == [0, 0] and not states[0].recent
 
 
+def test_large_groups_go_in_batches_of_max_batch(tiny_model, video, monkeypatch):
+    engine = StreamingSam2(tiny_model)
+    assert engine.max_batch() == 4 * torch.get_num_threads()  # on the CPU
+    states, alone = _started(engine, video, 5), _started(engine, video, 5)
+    monkeypatch.setattr(engine, "max_batch", lambda: 2)
+    sizes = []
+    original = engine._step_batch
+    monkeypatch.setattr(
+        engine,
+        "_step_batch",
+        lambda frame, batch: sizes.append(len(batch)) or original(frame, batch),
+    )
+    frame = engine.encode(video.image(1))
+    predictions = engine.step_many(frame, states)
+    assert sizes == [2, 2, 1]
+    for state, prediction in zip(alone, predictions, strict=True):
+        assert iou(engine.step(frame, state).mask(), prediction.mask()) >= 0.999
+    assert [s.frame_idx for s in states] == [1] * 5
+
+
 def _adversarial_logits(generator: torch.Generator, trial: int) -> torch.Tensor:
     """Logits that test every way a cropped mask could go wrong: scattered specks, the border,
     large smooth objects (the whole frame, as random weights give), values at the edge of

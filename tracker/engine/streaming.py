@@ -186,16 +186,23 @@ class StreamingSam2:
         only if the whole call succeeds.
 
         States with the same memory layout (the same frames in memory, as for objects started
-        together) go through upstream's `track_step` as one batch, which is how upstream's model
-        batches objects; each object's outputs are its own, as if stepped alone.
+        together) go through upstream's `track_step` in batches of up to `max_batch()`, which is
+        how upstream's model batches objects; each object's outputs are its own, as if stepped
+        alone.
         """
         groups: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, state in enumerate(states):
             groups[memory_layout(state)].append(index)
         predictions: list[Prediction | None] = [None] * len(states)
         entries: list[MemoryEntry | None] = [None] * len(states)
+        size = self.max_batch()
+        chunks = [
+            indices[start : start + size]
+            for indices in groups.values()
+            for start in range(0, len(indices), size)
+        ]
         with self._inference():
-            for indices in groups.values():
+            for indices in chunks:
                 batch = [states[i] for i in indices]
                 outputs = self._step_batch(frame, batch)
                 for i, prediction, entry in zip(indices, *outputs, strict=True):
@@ -203,6 +210,13 @@ class StreamingSam2:
         for state, entry in zip(states, entries, strict=True):
             self._commit(state, entry)
         return predictions
+
+    def max_batch(self) -> int:
+        """Objects per batch. A GPU takes all; on the CPU, batches past ~4 objects per thread
+        were slower (their activations outgrow the caches) in `benchmarks/`' runs at 256 px."""
+        if self.device.type == "cpu":
+            return 4 * torch.get_num_threads()
+        return 1 << 30
 
     def _step_batch(
         self, frame: FrameFeatures, batch: list[ObjectState]
