@@ -39,6 +39,18 @@ def test_folded_attention_equals_upstreams(monkeypatch, heads, batch, pointer_to
     assert folded.q_proj is upstream.q_proj  # the same parameters, not copies
 
 
+def test_folded_attention_under_autocast():
+    """Lower precision as a GPU session would run it (bfloat16 autocast, on the CPU here)."""
+    torch.manual_seed(0)
+    upstream = RoPEAttention(256, 1, kv_in_dim=64, rope_k_repeat=True, feat_sizes=(16, 16)).eval()
+    folded = FoldedValueAttention.of(upstream)
+    queries, memories = torch.randn(2, 256, 256), torch.randn(2, 2 * 256 + 16, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = upstream(queries, memories.clone(), memories, num_k_exclude_rope=16)
+        got = folded(queries, memories.clone(), memories, num_k_exclude_rope=16)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.02)
+
+
 def test_frame_shared_work_is_computed_once_per_equal_input(tiny_model):
     """The first layer's self-attention: once for equal inputs (not the same tensors), again
     for other inputs, once for a batch of equal rows; always upstream's output for the input."""
