@@ -33,6 +33,17 @@ def _batch_sizes(function, monkeypatch) -> list[int]:
     return sizes
 
 
+def _two_started(function, video, frames: int):
+    """Objects A and B started together on frame 0, and the first `frames` frames encoded."""
+    tracker = function.tracker
+    encoded = [tracker.encode(video.image(i)) for i in range(frames)]
+    prompts = [Shape("mask", shapes.rle_from_mask(m)) for m in _masks(video, 2)]
+    a, b = (tracker.start(encoded[0], p) for p in prompts)
+    for obj in (a, b):
+        function.batches.started(encoded[0], obj)
+    return encoded, prompts, a, b
+
+
 def _decoded(shape, width, height):
     return shapes.mask_from_rle(shape.points, width, height)
 
@@ -63,11 +74,7 @@ def test_an_object_not_asked_for_keeps_its_state(function, video):
     from frame 0 straight to frame 2, as it would unbatched."""
     width, height = video.image(0).size
     tracker, batches = function.tracker, function.batches
-    frames = [tracker.encode(video.image(i)) for i in range(3)]
-    prompts = [Shape("mask", shapes.rle_from_mask(m)) for m in _masks(video, 2)]
-    a, b = (tracker.start(frames[0], p) for p in prompts)
-    for obj in (a, b):
-        batches.started(frames[0], obj)
+    frames, prompts, a, b = _two_started(function, video, 3)
     reference = tracker.start(frames[0], prompts[1])
 
     batches.step(frames[1], a)
@@ -82,13 +89,8 @@ def test_an_object_not_asked_for_keeps_its_state(function, video):
 
 
 def test_a_dropped_state_drops_its_step_ahead(function, video):
-    tracker, batches = function.tracker, function.batches
-    frames = [tracker.encode(video.image(i)) for i in range(2)]
-    a, b = (
-        tracker.start(frames[0], Shape("mask", shapes.rle_from_mask(m))) for m in _masks(video, 2)
-    )
-    for obj in (a, b):
-        batches.started(frames[0], obj)
+    batches = function.batches
+    frames, _, a, b = _two_started(function, video, 2)
     batches.step(frames[1], a)
     assert b.ahead is not None
     b.release()  # what the state budget does
@@ -97,12 +99,7 @@ def test_a_dropped_state_drops_its_step_ahead(function, video):
 
 def test_a_failing_batch_steps_the_asked_object_alone(function, video, monkeypatch):
     tracker, batches = function.tracker, function.batches
-    frames = [tracker.encode(video.image(i)) for i in range(2)]
-    a, b = (
-        tracker.start(frames[0], Shape("mask", shapes.rle_from_mask(m))) for m in _masks(video, 2)
-    )
-    for obj in (a, b):
-        batches.started(frames[0], obj)
+    frames, _, a, b = _two_started(function, video, 2)
     original = tracker.step_many
 
     def out_of_memory_for_two(frame, tracked):
