@@ -71,7 +71,10 @@ def test_step_many_changes_no_state_when_it_fails(tiny_model, video, monkeypatch
 
 def test_large_groups_go_in_batches_of_max_batch(tiny_model, video, monkeypatch):
     engine = StreamingSam2(tiny_model)
-    assert engine.max_batch() == 4 * torch.get_num_threads()  # on the CPU
+    assert engine.max_batch() == 4 * torch.get_num_threads()  # on the CPU, at 256 px
+    monkeypatch.setattr(engine, "image_size", 1024)
+    assert engine.max_batch() == 1  # 16 times the activations per object
+    monkeypatch.undo()
     states, alone = _started(engine, video, 5), _started(engine, video, 5)
     monkeypatch.setattr(engine, "max_batch", lambda: 2)
     sizes = []

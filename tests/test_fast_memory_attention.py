@@ -19,7 +19,7 @@ from tracker.engine.streaming import StreamingSam2
 )
 def test_folded_attention_equals_upstreams(monkeypatch, heads, batch, pointer_tokens, max_scores):
     """Memory tokens of 64 dims as SAM2's, object-pointer tokens excluded from the rotary
-    encoding, and (with a small `max_scores`) queries taken in chunks."""
+    encoding; past `max_scores` attention weights (1024 px), upstream's own forward, exactly."""
     monkeypatch.setattr(fast_memory_attention, "_MAX_SCORES", max_scores)
     torch.manual_seed(0)
     upstream = RoPEAttention(256, heads, kv_in_dim=64, rope_k_repeat=True, feat_sizes=(16, 16))
@@ -35,6 +35,7 @@ def test_folded_attention_equals_upstreams(monkeypatch, heads, batch, pointer_to
         got = folded(queries, keys.clone(), memories, num_k_exclude_rope=pointer_tokens)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, expected) == (256 * keys.shape[1] > max_scores)
     assert type(upstream) is RoPEAttention
     assert folded.q_proj is upstream.q_proj  # the same parameters, not copies
 

@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
-# Attention weights computed at once, at most (4 Mi floats, 16 MiB): 1024 px memories have 28,736
-# keys, so queries go through in chunks of ~145 (chunks of 128 to 256 were fastest in a test of
-# 4,096 x 28,736 on the CPU, 20% faster than PyTorch's fused kernel with 256-dim values).
+# Folding pays while one object's attention weights stay cache-sized: at 256 px (256 queries x
+# 1,856 memory keys) one cross-attention took 4.1 instead of 6.2 ms, but at 1024 px (4,096 x
+# 28,736, computed in chunks) whole steps were 8% to 12% slower than with PyTorch's fused kernel
+# (`benchmarks/results/cpu-1080p-1024-t*`). Past this many weights, upstream's forward runs.
 _MAX_SCORES = 1 << 22
 
 
@@ -85,6 +86,8 @@ class FoldedValueAttention(RoPEAttention):
     ) -> torch.Tensor:
         if self.training and self.dropout_p > 0:
             raise RuntimeError("folded attention is for inference; train the upstream module")
+        if q.shape[-2] * k.shape[-2] > _MAX_SCORES:
+            return super().forward(q, k, v, num_k_exclude_rope)
         q = self._separate_heads(self.q_proj(q), self.num_heads)
         k = self._separate_heads(self.k_proj(k), self.num_heads)
         q, k = self._rotated(q, k, num_k_exclude_rope)
@@ -98,15 +101,12 @@ class FoldedValueAttention(RoPEAttention):
     @staticmethod
     def _weighed(q: torch.Tensor, k: torch.Tensor, memories: torch.Tensor) -> torch.Tensor:
         """softmax(q k^T) memories, (B, heads, queries, kv_in_dim), one object and head at a
-        time and in chunks of queries, so that the weights in flight stay cache-sized."""
+        time, so that the weights in flight stay cache-sized."""
         batch, heads, queries, _ = q.shape
         out = q.new_empty(batch, heads, queries, memories.shape[-1])
-        chunk = max(1, _MAX_SCORES // k.shape[-2])
         for b, h in itertools.product(range(batch), range(heads)):
-            keys_t = k[b, h].transpose(0, 1)
-            for start in range(0, queries, chunk):
-                scores = torch.matmul(q[b, h, start : start + chunk], keys_t)
-                out[b, h, start : start + chunk] = torch.softmax(scores, dim=-1) @ memories[b]
+            scores = torch.matmul(q[b, h], k[b, h].transpose(0, 1))
+            out[b, h] = torch.softmax(scores, dim=-1) @ memories[b]
         return out
 
     def _rotated(

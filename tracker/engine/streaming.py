@@ -212,10 +212,12 @@ class StreamingSam2:
         return predictions
 
     def max_batch(self) -> int:
-        """Objects per batch. A GPU takes all; on the CPU, batches past ~4 objects per thread
-        were slower (their activations outgrow the caches) in `benchmarks/`' runs at 256 px."""
+        """Objects per batch. A GPU takes all. On the CPU, batches were slower once their
+        activations outgrew the caches (`benchmarks/`): past 4 objects per thread at 256 px,
+        and at 1024 px (16 times the activations per object) already at 4 objects."""
         if self.device.type == "cpu":
-            return 4 * torch.get_num_threads()
+            per_thread = 4 * 256**2 // self.image_size**2
+            return max(1, per_thread * torch.get_num_threads())
         return 1 << 30
 
     def _step_batch(
