@@ -11,9 +11,10 @@ on this frame keeps its state, and its unclaimed result (one memory entry more t
 not counted by the state budget) is dropped when the object is stepped on another frame or its
 state is dropped.
 
-The benchmark (`benchmarks/compare_with_upstream.py`, "ours" against "batched" before this was
-built) shows the gain on the CPU: 4 objects at 256 px, 0.92x -> 0.88x of upstream's time per
-frame with one thread, 0.95x -> 0.85x with two; 16 objects with two threads, 0.91x -> 0.72x.
+The benchmark (`benchmarks/compare_with_upstream.py`: "ours" is this, "single" each object
+stepped on its own) shows the gain on the CPU at 256 px, per frame against upstream's: 4 objects,
+0.86x to 0.87x instead of 0.90x to 0.91x with one thread, 0.80x to 0.87x instead of 0.90x to
+0.95x with two; 16 objects with two threads, 0.76x to 0.81x instead of 0.85x to 0.97x.
 """
 
 from __future__ import annotations
