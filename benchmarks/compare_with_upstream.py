@@ -14,8 +14,8 @@ every object stepped on its own (single, no batches), upstream, and upstream wit
 `vos_optimized=True` (`--upstream-vos`).
 
     python benchmarks/compare_with_upstream.py                      # CPU, 256 px
-    python benchmarks/compare_with_upstream.py --image-size 1024 --objects 4 --frames 10 \
-        --steady-from 8 --no-alone --name cpu-1080p-1024
+    python benchmarks/compare_with_upstream.py --threads 1 --image-size 1024 --objects 4 \
+        --frames 9 --steady-from 7 --no-alone --name cpu-1080p-1024-t1
     python benchmarks/compare_with_upstream.py --image-size 1024 --device cuda --upstream-vos \
         --name gpu-1080p-1024
 """

@@ -36,13 +36,19 @@ class _Cohort:
 
 @dataclasses.dataclass
 class _Ahead:
-    """An object's step onto `frame`, computed from its state `base` before it was asked for."""
+    """An object's step onto `frame`, computed from its state `base` before it was asked for:
+    `stepped` is the object's copy that `ShapeTracker.step_many` advanced."""
 
     frame: weakref.ref[FrameFeatures]
     base: ObjectState
-    state: ObjectState
-    last_shape: Shape | None
+    stepped: TrackedObject
     shape: Shape | None
+
+    @staticmethod
+    def of(obj: TrackedObject, frame: FrameFeatures) -> _Ahead | None:
+        """The step of `obj` computed ahead onto `frame`, if there is one."""
+        ahead = obj.ahead
+        return ahead if isinstance(ahead, _Ahead) and ahead.frame() is frame else None
 
 
 class FrameBatches:
@@ -60,9 +66,9 @@ class FrameBatches:
     def step(self, frame: FrameFeatures, obj: TrackedObject) -> Shape | None:
         """`ShapeTracker.step(frame, obj)`, with the cohort of `obj` stepped along as one batch
         when this is the first of them asked for on `frame`."""
-        ahead, obj.ahead = obj.ahead, None
-        if isinstance(ahead, _Ahead) and ahead.frame() is frame and ahead.base is obj.object_state:
-            obj.object_state, obj.last_shape = ahead.state, ahead.last_shape
+        ahead, obj.ahead = _Ahead.of(obj, frame), None
+        if ahead is not None and ahead.base is obj.object_state:
+            obj.object_state, obj.last_shape = ahead.stepped.object_state, ahead.stepped.last_shape
             self._join(frame, obj)
             return ahead.shape
         others = [o for o in self._cohort_of(obj) if o is not obj and self._can_join(o, frame)]
@@ -74,9 +80,7 @@ class FrameBatches:
                 raise
             shapes = [self.tracker.step(frame, obj)]
         for other, copy, shape in zip(others, copies, shapes[1:], strict=False):
-            other.ahead = _Ahead(
-                weakref.ref(frame), other.object_state, copy.object_state, copy.last_shape, shape
-            )
+            other.ahead = _Ahead(weakref.ref(frame), other.object_state, copy, shape)
         self._join(frame, obj)
         return shapes[0]
 
@@ -89,7 +93,7 @@ class FrameBatches:
         """Live, of this frame's size, and not stepped onto this frame already."""
         if other.object_state is None or (other.width, other.height) != (frame.width, frame.height):
             return False
-        return not (isinstance(other.ahead, _Ahead) and other.ahead.frame() is frame)
+        return _Ahead.of(other, frame) is None
 
     def _join(self, frame: FrameFeatures, obj: TrackedObject) -> None:
         if self._current is None or self._current.frame() is not frame:
