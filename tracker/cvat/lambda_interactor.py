@@ -26,7 +26,13 @@ import PIL.Image
 from cvat_sdk.masks import decode_mask
 
 from tracker.cvat.interaction import Sam2InteractionFunction
-from tracker.cvat.lambda_api import Answer, RequestError, answered, request_image, request_object
+from tracker.cvat.lambda_envelope import (
+    Answer,
+    RequestError,
+    answered,
+    request_image,
+    request_object,
+)
 from tracker.engine.image_prompts import ImageEmbedding
 
 Point = tuple[float, float]

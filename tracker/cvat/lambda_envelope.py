@@ -1,0 +1,135 @@
+"""CVAT's lambda protocol envelope, shared by the Nuclio functions and the server: request bodies,
+frames and answers.
+
+CVAT's `lambda_manager` posts JSON with the frame as base64 of its encoded file (`image`) and
+gives the UI only the status code of an error (the body is dropped), so every answer here is
+`(status, JSON object)`: 200 with the result, 4xx with a `message` for what the caller can fix,
+5xx with a `message` for what the operator must fix. Nothing raises out of `answered`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import cvat_sdk.auto_annotation as cvataa
+import PIL.Image
+import torch
+
+from tracker.cvat.options import Syntax
+from tracker.cvat.shape_tracker import Shape
+from tracker.cvat.state_store import (
+    StateConflictError,
+    StateDroppedError,
+    StoreUnavailableError,
+    UnknownStateError,
+)
+from tracker.cvat.user_errors import OUT_OF_MEMORY_ADVICE, USER_ERRORS, user_message
+from tracker.engine.errors import render
+
+_log = logging.getLogger(__name__)
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as sent; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_STATUS_BY_ERROR: list[tuple[type[BaseException], int]] = [
+    (RequestError, 400),
+    (UnknownStateError, 404),
+    (StateConflictError, 409),
+    (StateDroppedError, 410),
+    (USER_ERRORS, 400),
+    (cvataa.BadFunctionError, 400),  # the agent functions' user errors, where they are reused
+    (StoreUnavailableError, 503),
+    (torch.OutOfMemoryError, 503),
+]
+
+
+def answered(work: Callable[[], dict[str, Any]]) -> Answer:
+    """Run `work`, turning every exception into an error answer (logged, never a traceback)."""
+    try:
+        return 200, work()
+    except Exception as e:
+        for kind, status in _STATUS_BY_ERROR:
+            if isinstance(e, kind):
+                status = getattr(e, "status", status)
+                message = user_message(e, Syntax.ENV)  # parameters named as variables
+                if isinstance(e, torch.OutOfMemoryError):
+                    if torch.cuda.is_initialized():
+                        torch.cuda.empty_cache()  # give the failed request's blocks back
+                    message = render(OUT_OF_MEMORY_ADVICE["track"], Syntax.ENV.phrase)
+                _log.warning("Answered %d: %s", status, message)
+                return status, {"message": message}
+        _log.exception("Internal error while serving a request")
+        return 500, {
+            "message": f"Internal error in the SAM2 function ({type(e).__name__}); "
+            "its log has the details. Please report it."
+        }
+
+
+def request_object(body: object) -> dict[str, Any]:
+    """The request as a dict: Nuclio gives JSON bodies as dicts, others as bytes or text."""
+    if isinstance(body, bytes | bytearray | str):
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestError(f"The request body is not JSON ({e}).") from e
+    if not isinstance(body, dict):
+        raise RequestError("The request body must be a JSON object.")
+    return body
+
+
+def request_image(request: dict[str, Any]) -> tuple[PIL.Image.Image, bytes]:
+    """The frame, decoded, and its encoded bytes (the interactor's cache key)."""
+    encoded = request.get("image")
+    if not isinstance(encoded, str) or not encoded:
+        raise RequestError("The request has no image: send the frame as base64 in 'image'.")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError("'image' is not valid base64; send the encoded frame file.") from e
+    try:
+        image = PIL.Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
+        raise RequestError(
+            f"'image' is not an image file that can be read ({e}); send a JPEG or PNG frame."
+        ) from e
+    return image, data
+
+
+def request_list(request: dict[str, Any], key: str) -> list | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, list):
+        raise RequestError(f"'{key}' must be a list.")
+    return value
+
+
+def request_shape(raw: object) -> tuple[Shape, bool]:
+    """A request shape and whether it came as a legacy bare rectangle."""
+    if isinstance(raw, list):
+        return Shape("rectangle", raw), True
+    if isinstance(raw, dict) and isinstance(raw.get("type"), str) and "points" in raw:
+        if not isinstance(raw["points"], list):
+            raise RequestError("A shape's 'points' must be a list of numbers.")
+        return Shape(raw["type"], raw["points"]), False
+    raise RequestError(
+        'A shape must be [x1, y1, x2, y2] or {"type": "rectangle" | "polygon" | "mask", '
+        '"points": [...]}.'
+    )
+
+
+def answer_shape(shape: Shape, legacy: bool) -> object:
+    return shape.points if legacy else {"type": shape.type, "points": shape.points}
