@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from sam2_runs import iou
 
-from tracker.cvat import shapes
+from tracker.cvat import shape_tracker, shapes
 from tracker.cvat.shape_tracker import Shape
 from tracker.cvat.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
@@ -79,22 +82,42 @@ def test_an_object_not_asked_for_keeps_its_state(function, video):
 
     batches.step(frames[1], a)
     assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0
-    assert b.ahead is not None
+    assert b in batches._current.ahead
     got = batches.step(frames[2], b)  # another frame: the step computed ahead is dropped
-    assert b.object_state.frame_idx == 1 and b.ahead is None
+    assert b.object_state.frame_idx == 1 and b not in batches._current.ahead
     expected = tracker.step(frames[2], reference)
     assert iou(_decoded(got, width, height), _decoded(expected, width, height)) >= 0.999
     # A, stepped on frame 1 without B, starts a cohort of its own on frame 2.
-    assert batches.step(frames[2], a) is not None and b.ahead is None
+    assert batches.step(frames[2], a) is not None and b not in batches._current.ahead
 
 
-def test_a_dropped_state_drops_its_step_ahead(function, video):
+def test_an_unclaimed_step_ahead_dies_with_its_frame(function, video):
+    """Even when its object lives on (the agent keeps states for hours), and without chaining
+    older results onto the copies of newer steps."""
+    batches = function.batches
+    frames, _, a, b = _two_started(function, video, 3)
+    batches.step(frames[1], a)
+    ahead = weakref.ref(batches._current.ahead[b].stepped)
+    batches.step(frames[2], a)  # B is never asked for on frame 1
+    gc.collect()
+    assert ahead() is None and b.object_state.frame_idx == 0
+
+
+def test_a_result_that_cannot_be_read_leaves_every_state_as_it_was(function, video, monkeypatch):
+    """The engine steps copies: if reading the results fails (e.g. out of memory while copying
+    them to the host), no object has moved, so stepping the asked object alone steps it once."""
     batches = function.batches
     frames, _, a, b = _two_started(function, video, 2)
-    batches.step(frames[1], a)
-    assert b.ahead is not None
-    b.release()  # what the state budget does
-    assert b.object_state is None and b.ahead is None
+    original = shape_tracker.on_host
+
+    def fails_for_two(predictions):
+        if len(predictions) > 1:
+            raise RuntimeError("out of memory")
+        return original(predictions)
+
+    monkeypatch.setattr(shape_tracker, "on_host", fails_for_two)
+    assert batches.step(frames[1], a) is not None
+    assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0
 
 
 def test_a_failing_batch_steps_the_asked_object_alone(function, video, monkeypatch):
@@ -109,5 +132,6 @@ def test_a_failing_batch_steps_the_asked_object_alone(function, video, monkeypat
 
     monkeypatch.setattr(tracker, "step_many", out_of_memory_for_two)
     assert batches.step(frames[1], a) is not None
-    assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0 and b.ahead is None
+    assert a.object_state.frame_idx == 1 and b.object_state.frame_idx == 0
+    assert b not in batches._current.ahead
     assert batches.step(frames[1], b) is not None and b.object_state.frame_idx == 1

@@ -8,13 +8,9 @@ the previous frame are, almost always, the ones it asks for on this frame. So at
 `ShapeTracker.step_many`, and keeps each other object's result until the agent asks for it. A
 result advances its object's state only when handed out: an object the agent does not ask for
 on this frame keeps its state, and its unclaimed result (one memory entry more than its state,
-not counted by the state budget) is dropped when the object is stepped on another frame or its
-state is dropped.
-
+not counted by the state budget) is dropped as soon as the agent moves on to another frame.
 The benchmark (`benchmarks/compare_with_upstream.py`: "ours" is this, "single" each object
-stepped on its own) shows the gain on the CPU at 256 px, per frame against upstream's: 4 objects,
-0.86x to 0.87x instead of 0.90x to 0.91x with one thread, 0.80x to 0.87x instead of 0.90x to
-0.95x with two; 16 objects with two threads, 0.76x to 0.81x instead of 0.85x to 0.97x.
+stepped on its own) measures the gain.
 """
 
 from __future__ import annotations
@@ -26,29 +22,24 @@ from tracker.cvat.shape_tracker import Shape, ShapeTracker, TrackedObject
 from tracker.engine.streaming import FrameFeatures, ObjectState
 
 
-class _Cohort:
-    """The objects last stepped (or started) on one frame."""
-
-    def __init__(self, frame: FrameFeatures) -> None:
-        self.frame = weakref.ref(frame)
-        self.members: weakref.WeakSet[TrackedObject] = weakref.WeakSet()
-
-
 @dataclasses.dataclass
 class _Ahead:
-    """An object's step onto `frame`, computed from its state `base` before it was asked for:
-    `stepped` is the object's copy that `ShapeTracker.step_many` advanced."""
+    """An object's step onto the cohort's frame, computed from its state `base` before it was
+    asked for: `stepped` is the object's copy that `ShapeTracker.step_many` advanced."""
 
-    frame: weakref.ref[FrameFeatures]
     base: ObjectState
     stepped: TrackedObject
     shape: Shape | None
 
-    @staticmethod
-    def of(obj: TrackedObject, frame: FrameFeatures) -> _Ahead | None:
-        """The step of `obj` computed ahead onto `frame`, if there is one."""
-        ahead = obj.ahead
-        return ahead if isinstance(ahead, _Ahead) and ahead.frame() is frame else None
+
+class _Cohort:
+    """The objects last stepped (or started) on one frame, and the steps computed ahead onto
+    that frame for objects not yet asked for (they die with the cohort's frame)."""
+
+    def __init__(self, frame: FrameFeatures) -> None:
+        self.frame = weakref.ref(frame)
+        self.members: weakref.WeakSet[TrackedObject] = weakref.WeakSet()
+        self.ahead: weakref.WeakKeyDictionary[TrackedObject, _Ahead] = weakref.WeakKeyDictionary()
 
 
 class FrameBatches:
@@ -61,27 +52,28 @@ class FrameBatches:
 
     def started(self, frame: FrameFeatures, obj: TrackedObject) -> None:
         """`obj` was started on `frame`: objects started on one frame are batched from the next."""
-        self._join(frame, obj)
+        self._join(self._cohort_on(frame), obj)
 
     def step(self, frame: FrameFeatures, obj: TrackedObject) -> Shape | None:
         """`ShapeTracker.step(frame, obj)`, with the cohort of `obj` stepped along as one batch
         when this is the first of them asked for on `frame`."""
-        ahead, obj.ahead = _Ahead.of(obj, frame), None
+        current = self._cohort_on(frame)
+        ahead = current.ahead.pop(obj, None)
         if ahead is not None and ahead.base is obj.object_state:
             obj.object_state, obj.last_shape = ahead.stepped.object_state, ahead.stepped.last_shape
-            self._join(frame, obj)
+            self._join(current, obj)
             return ahead.shape
-        others = [o for o in self._cohort_of(obj) if o is not obj and self._can_join(o, frame)]
-        copies = [dataclasses.replace(o, object_state=o.object_state.fork()) for o in others]
+        others = [o for o in self._cohort_of(obj) if o is not obj and self._can_join(o, current)]
+        copies = [dataclasses.replace(o) for o in others]  # `step_many` gives each a new state
         try:
             shapes = self.tracker.step_many(frame, [obj, *copies])
         except RuntimeError:  # e.g. out of memory for the batch: this object alone decides
             if not copies:
                 raise
-            shapes = [self.tracker.step(frame, obj)]
+            shapes = [self.tracker.step(frame, obj)]  # `obj` is unchanged by the failed batch
         for other, copy, shape in zip(others, copies, shapes[1:], strict=False):
-            other.ahead = _Ahead(weakref.ref(frame), other.object_state, copy, shape)
-        self._join(frame, obj)
+            current.ahead[other] = _Ahead(other.object_state, copy, shape)
+        self._join(current, obj)
         return shapes[0]
 
     def _cohort_of(self, obj: TrackedObject) -> list[TrackedObject]:
@@ -89,17 +81,24 @@ class FrameBatches:
         return [] if cohort is None else list(cohort.members)
 
     @staticmethod
-    def _can_join(other: TrackedObject, frame: FrameFeatures) -> bool:
+    def _can_join(other: TrackedObject, current: _Cohort) -> bool:
         """Live, of this frame's size, and not stepped onto this frame already."""
-        if other.object_state is None or (other.width, other.height) != (frame.width, frame.height):
+        frame = current.frame()
+        if other.object_state is None or frame is None:
             return False
-        return _Ahead.of(other, frame) is None
+        if (other.width, other.height) != (frame.width, frame.height):
+            return False
+        return other not in current.ahead and other not in current.members
 
-    def _join(self, frame: FrameFeatures, obj: TrackedObject) -> None:
+    def _cohort_on(self, frame: FrameFeatures) -> _Cohort:
+        """The cohort of `frame`, a new one (and the old one's results dropped) for a new frame."""
         if self._current is None or self._current.frame() is not frame:
             self._current = _Cohort(frame)
+        return self._current
+
+    def _join(self, cohort: _Cohort, obj: TrackedObject) -> None:
         previous = self._cohort.get(obj)
-        if previous is not None and previous is not self._current:
+        if previous is not None and previous is not cohort:
             previous.members.discard(obj)
-        self._current.members.add(obj)
-        self._cohort[obj] = self._current
+        cohort.members.add(obj)
+        self._cohort[obj] = cohort
