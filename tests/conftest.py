@@ -67,3 +67,21 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def environment(monkeypatch):
+    """The Nuclio tracker's environment: the tiny model at 256 px on the CPU, states in memory."""
+    for name in ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_REDIS_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAM2_IMAGE_SIZE", "256")
+    monkeypatch.setenv("SAM2_DEVICE", "cpu")
+    return monkeypatch
+
+
+@pytest.fixture()
+def with_redis(environment, redis_server):
+    """`environment` with the states in the session's redis-server."""
+    for name, value in redis_server.env.items():
+        environment.setenv(name, value)
+    return redis_server

@@ -19,6 +19,9 @@ from typing import Any
 import nuclio_sdk
 import nuclio_sdk.test
 
+from tracker.cvat import shapes
+from tracker.cvat.state_store import parse_token, token
+
 SERVERLESS = Path(__file__).parent.parent / "serverless" / "sam2"
 _instances = itertools.count()
 
@@ -64,6 +67,18 @@ def signed(states: list) -> list:
     return [None if s is None else json.loads(json.dumps(s, separators=(",", ":"))) for s in states]
 
 
+def box_prompt(video) -> list[float]:
+    """A rectangle a little larger than the first object on frame 0 (CVAT's legacy form)."""
+    x1, y1, x2, y2 = shapes.rectangle_from_mask(video.masks[0])
+    return [x1 - 3, y1 - 3, x2 + 3, y2 + 3]
+
+
+def stepped(states: list) -> list:
+    """The states of the same objects one step on (`<handle>.<version>`)."""
+    tokens = [parse_token(s) for s in states]
+    return [token(handle, version + 1) for handle, version in tokens]
+
+
 def tracker_body(frame: Path, shapes: list | None, states: list | None) -> dict:
     body: dict[str, Any] = {"image": frame_b64(frame)}
     if shapes is not None:
@@ -86,6 +101,7 @@ def track_frames(functions: list[NuclioFunction], video, first_shapes: list, fra
         # Newer CVATs send no shapes when continuing; the older UI sends the last ones.
         status, answer = function.call(tracker_body(video.frames[index], None, states))
         assert status == 200, answer
-        assert answer["states"] == states
+        assert answer["states"] == stepped(states)
+        states = answer["states"]
         results.append(answer["shapes"])
     return results

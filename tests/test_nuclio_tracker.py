@@ -5,39 +5,18 @@ from __future__ import annotations
 import threading
 
 import pytest
-from nuclio_driver import NuclioFunction, track_frames, tracker_body
+from nuclio_driver import NuclioFunction, box_prompt, stepped, track_frames, tracker_body
 
 from tracker.cvat import shapes
+from tracker.cvat.state_store import parse_token
 from tracker.cvat.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 
 FRAMES = 8
-ENV = {"SAM2_IMAGE_SIZE": "256", "SAM2_DEVICE": "cpu"}
-
-
-@pytest.fixture()
-def environment(monkeypatch):
-    for name in ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_REDIS_HOST"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    return monkeypatch
-
-
-@pytest.fixture()
-def with_redis(environment, redis_server):
-    for name, value in redis_server.env.items():
-        environment.setenv(name, value)
-    return redis_server
-
-
-def _box(video) -> list[float]:
-    x1, y1, x2, y2 = shapes.rectangle_from_mask(video.masks[0])
-    return [x1 - 3, y1 - 3, x2 + 3, y2 + 3]
 
 
 def test_shapes_equal_the_agent_functions(environment, tiny_checkpoint, video):
-    box, rle = _box(video), shapes.rle_from_mask(video.masks[0])
+    box, rle = box_prompt(video), shapes.rle_from_mask(video.masks[0])
     worker = AgentWorker(create(image_size=256, device="cpu"))
     state_ids = worker.init(video.image(0), ("rectangle", box), ("mask", rle))
     expected = []
@@ -53,18 +32,20 @@ def test_masks_polygons_and_rectangles_answer_in_their_form(environment, tiny_ch
     typed = [
         {"type": "mask", "points": shapes.rle_from_mask(mask)},
         {"type": "polygon", "points": shapes.polygon_from_mask(mask, 1.0)},
-        {"type": "rectangle", "points": _box(video)},
+        {"type": "rectangle", "points": box_prompt(video)},
     ]
     function = NuclioFunction("tracker")
-    status, started = function.call(tracker_body(video.frames[0], typed + [_box(video)], None))
-    assert status == 200 and started["shapes"] == typed + [_box(video)]
-    for answer in track_frames([function], video, typed + [_box(video)], 3)[-1:]:
+    status, started = function.call(
+        tracker_body(video.frames[0], typed + [box_prompt(video)], None)
+    )
+    assert status == 200 and started["shapes"] == typed + [box_prompt(video)]
+    for answer in track_frames([function], video, typed + [box_prompt(video)], 3)[-1:]:
         assert [s["type"] for s in answer[:3]] == ["mask", "polygon", "rectangle"]
         assert isinstance(answer[3], list) and len(answer[3]) == 4  # legacy form answered alike
 
 
 def test_restarted_function_continues_from_redis(with_redis, tiny_checkpoint, video):
-    box = _box(video)
+    box = box_prompt(video)
     uninterrupted = track_frames([NuclioFunction("tracker")], video, [box], FRAMES)
     first = NuclioFunction("tracker")
     status, answer = first.call(tracker_body(video.frames[0], [box], None))
@@ -75,12 +56,13 @@ def test_restarted_function_continues_from_redis(with_redis, tiny_checkpoint, vi
             first = NuclioFunction("tracker")  # the function restarts: a new process, new model
         status, answer = first.call(tracker_body(video.frames[index], None, states))
         assert status == 200, answer
+        states = answer["states"]
         resumed.append(answer["shapes"])
     assert resumed == uninterrupted
 
 
 def test_two_instances_alternating_equal_one(with_redis, tiny_checkpoint, video):
-    box = _box(video)
+    box = box_prompt(video)
     one = track_frames([NuclioFunction("tracker")], video, [box], FRAMES)
     pair = [NuclioFunction("tracker"), NuclioFunction("tracker")]
     assert track_frames(pair, video, [box], FRAMES) == one
@@ -88,20 +70,20 @@ def test_two_instances_alternating_equal_one(with_redis, tiny_checkpoint, video)
 
 def test_in_memory_states_are_not_shared_between_instances(environment, tiny_checkpoint, video):
     a, b = NuclioFunction("tracker"), NuclioFunction("tracker")
-    status, answer = a.call(tracker_body(video.frames[0], [_box(video)], None))
+    status, answer = a.call(tracker_body(video.frames[0], [box_prompt(video)], None))
     status, answer = b.call(tracker_body(video.frames[1], None, answer["states"]))
     assert status == 404 and "run the tracker again" in answer["message"]
 
 
 def test_keys_expire_eight_hours_after_last_use(with_redis, tiny_checkpoint, video):
     function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], [_box(video)], None))
+    status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)], None))
     store = function.context.user_data.service.store
-    key = store._key(answer["states"][0])
+    key = store._key(parse_token(answer["states"][0])[0])
     client = with_redis.client()
     assert 8 * 3600 - 5 <= client.ttl(key) <= 8 * 3600
     client.expire(key, 100)
-    function.call(tracker_body(video.frames[1], None, answer["states"]))
+    status, answer = function.call(tracker_body(video.frames[1], None, answer["states"]))
     assert client.ttl(key) > 8 * 3600 - 5, "a step renews the expiry"
     client.expire(key, 1)
     threading.Event().wait(1.5)
@@ -111,13 +93,14 @@ def test_keys_expire_eight_hours_after_last_use(with_redis, tiny_checkpoint, vid
 
 def test_a_step_writes_only_the_new_memory_frame(with_redis, tiny_checkpoint, video):
     function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], [_box(video)], None))
+    status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)], None))
     states = answer["states"]
     client = with_redis.client()
-    key = function.context.user_data.service.store._key(states[0])
+    key = function.context.user_data.service.store._key(parse_token(states[0])[0])
     for index in range(1, 10):
         before = client.info("stats")["total_net_input_bytes"]
-        status, _ = function.call(tracker_body(video.frames[index], None, states))
+        status, answer = function.call(tracker_body(video.frames[index], None, states))
+        states = answer["states"]
         written = client.info("stats")["total_net_input_bytes"] - before
         state_bytes = sum(len(value) for value in client.hgetall(key).values())
         entry = len(client.hget(key, f"mem:{index}")) + len(client.hget(key, f"ptr:{index}"))
@@ -129,27 +112,21 @@ def test_a_step_writes_only_the_new_memory_frame(with_redis, tiny_checkpoint, vi
     }, "only the newest 6 memory frames are kept"
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint, video):
-    request.getfixturevalue("with_redis" if store == "redis" else "environment")
-    box = _box(video)
-    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
-    function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], [box], None))
-    states = answer["states"]
+def _two_at_once(function, bodies: list[dict]) -> list:
+    """Both requests read the state before either commits."""
     tracker = function.context.user_data.service.tracker
     both_stepping = threading.Barrier(2, timeout=60)
     original = tracker.step_many
 
     def step_together(frame, tracked):
-        both_stepping.wait()  # both requests have read the state before either commits
+        both_stepping.wait()
         return original(frame, tracked)
 
     tracker.step_many = step_together
-    answers = [None, None]
+    answers: list = [None, None]
 
     def run(slot):
-        answers[slot] = function.call(tracker_body(video.frames[1], None, states))
+        answers[slot] = function.call(bodies[slot])
 
     threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
     for thread in threads:
@@ -157,12 +134,44 @@ def test_concurrent_steps_of_one_object_one_wins(request, store, tiny_checkpoint
     for thread in threads:
         thread.join()
     del tracker.step_many
+    return answers
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_concurrent_steps_onto_two_frames_one_wins(request, store, tiny_checkpoint, video):
+    request.getfixturevalue("with_redis" if store == "redis" else "environment")
+    box = box_prompt(video)
+    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], [box], None))
+    states = answer["states"]
+    bodies = [tracker_body(video.frames[i], None, states) for i in (1, 2)]
+    answers = _two_at_once(function, bodies)
     assert sorted(status for status, _ in answers) == [200, 409]
-    (winner,) = [a for s, a in answers if s == 200]
     (loser,) = [a for s, a in answers if s == 409]
-    assert winner["shapes"] == reference[0] and "same time" in loser["message"]
-    status, answer = function.call(tracker_body(video.frames[2], None, states))
-    assert status == 200 and answer["shapes"] == reference[1], "the object was not corrupted"
+    assert "same time" in loser["message"]
+    winner = next(slot for slot, (s, _) in enumerate(answers) if s == 200)
+    if winner == 0:  # frame 1 won: the object goes on to frame 2 as it would have
+        status, answer = function.call(tracker_body(video.frames[2], None, stepped(states)))
+        assert status == 200 and answer["shapes"] == reference[1], "the object was not corrupted"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_request_sent_twice_at_once_steps_once(request, store, tiny_checkpoint, video):
+    """Both are answered 200 with the same shapes and states; the object moved one step."""
+    request.getfixturevalue("with_redis" if store == "redis" else "environment")
+    box = box_prompt(video)
+    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], [box], None))
+    states = answer["states"]
+    body = tracker_body(video.frames[1], None, states)
+    answers = _two_at_once(function, [body, body])
+    assert [status for status, _ in answers] == [200, 200]
+    assert answers[0][1] == answers[1][1]
+    assert answers[0][1]["shapes"] == reference[0] and answers[0][1]["states"] == stepped(states)
+    status, answer = function.call(tracker_body(video.frames[2], None, stepped(states)))
+    assert status == 200 and answer["shapes"] == reference[1], "stepped once, not twice"
 
 
 def test_redis_outage_is_a_clear_503_naming_the_host(environment, tmp_path, tiny_checkpoint, video):
@@ -173,13 +182,13 @@ def test_redis_outage_is_a_clear_503_naming_the_host(environment, tmp_path, tiny
         environment.setenv(name, value)
     try:
         function = NuclioFunction("tracker")
-        status, answer = function.call(tracker_body(video.frames[0], [_box(video)], None))
+        status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)], None))
         states = answer["states"]
         assert function.call(tracker_body(video.frames[1], None, states))[0] == 200
         server.stop()
         status, answer = function.call(tracker_body(video.frames[2], None, states))
         assert status == 503 and f"127.0.0.1:{server.port}" in answer["message"]
-        status, answer = function.call(tracker_body(video.frames[0], [_box(video)], None))
+        status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)], None))
         assert status == 503 and "Redis" in answer["message"]
         server.start()  # back, but empty (no persistence here): the state is gone, clearly
         status, answer = function.call(tracker_body(video.frames[3], None, states))
@@ -194,7 +203,9 @@ def test_one_image_decode_and_encoder_pass_per_request(environment, tiny_checkpo
     encoded, original = [], service.tracker.encode
     service.tracker.encode = lambda image: encoded.append(image) or original(image)
     mask = {"type": "mask", "points": shapes.rle_from_mask(video.masks[0])}
-    status, answer = function.call(tracker_body(video.frames[0], [mask, _box(video), mask], None))
+    status, answer = function.call(
+        tracker_body(video.frames[0], [mask, box_prompt(video), mask], None)
+    )
     assert status == 200 and len(encoded) == 1
     status, answer = function.call(tracker_body(video.frames[1], None, answer["states"]))
     assert status == 200 and len(encoded) == 2

@@ -112,6 +112,7 @@ def _track_remote(url: str, video, before_step=lambda index, replicas: None) -> 
         reply = post(url, "tracker", tracker_body(video.frames[index], None, states))
         assert reply.status_code == 200, reply.text
         remote.append(reply.json()["shapes"])
+        states = reply.json()["states"]
         replicas.append(reply.headers["X-SAM2-Replica"])
     return remote
 
@@ -153,9 +154,9 @@ def test_nuclio_proxy_gives_the_same_shapes_and_builds_no_model(live_server, loc
     assert status == 200
     proxied = []
     for index in range(1, FRAMES):
-        status, stepped = function.call(tracker_body(video.frames[index], None, answer["states"]))
-        assert status == 200, stepped
-        proxied.append(stepped["shapes"])
+        status, answer = function.call(tracker_body(video.frames[index], None, answer["states"]))
+        assert status == 200, answer
+        proxied.append(answer["shapes"])
     assert proxied == local
     local_env.setenv("SAM2_SERVER_TOKEN", "wrong")
     status, answer = NuclioFunction("interactor").call({"image": frame_b64(video.frames[0])})

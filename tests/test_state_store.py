@@ -1,9 +1,10 @@
-"""The tracking-state stores on their own: formats, expiry, the memory budget, checkouts."""
+"""The tracking-state stores on their own: formats, expiry, budgets, transactions, the cache."""
 
 from __future__ import annotations
 
 import collections
 import json
+import zlib
 
 import pytest
 import safetensors.torch
@@ -13,9 +14,13 @@ from tracker.cvat.redis_store import RedisStateStore, tensor_fields
 from tracker.cvat.shape_tracker import Shape, TrackedObject
 from tracker.cvat.state_store import (
     MemoryStateStore,
+    Record,
     StateConflictError,
     StateDroppedError,
+    Stored,
     UnknownStateError,
+    new_handle,
+    parse_token,
 )
 from tracker.engine.streaming import MemoryEntry, ObjectState
 
@@ -42,9 +47,43 @@ def _tracked(frames: int = 8) -> TrackedObject:
     return TrackedObject(state, "mask", 320, 240, last_shape=Shape("mask", [1, 2, 0, 0, 1, 1]))
 
 
+def _stored(tracked: TrackedObject, digest: str = "") -> Stored:
+    return Stored(
+        tracked.object_state.frame_idx, tracked.shape_type, tracked.width, tracked.height,
+        bare_points=False, digest=digest,
+    )  # fmt: skip
+
+
+def _put(store, tracked: TrackedObject) -> str:
+    handle = new_handle()
+    with store.transaction([]) as tx:
+        tx.commit({handle: Record(_stored(tracked), tracked)})
+    return handle
+
+
+def _read(store, handle: str) -> tuple[Stored, TrackedObject]:
+    """The object as stored; its last shape read apart, as the tracker does when it needs it."""
+    with store.transaction([handle]) as tx:
+        stored, tracked = tx.stored(handle), tx.states([handle])[handle]
+        tracked.last_shape = tx.last_shapes([handle])[handle]
+        return stored, tracked
+
+
+def _advanced(tracked: TrackedObject, seed: int) -> TrackedObject:
+    """`tracked` one step on, as the engine steps: a new entry, the oldest memory forgotten."""
+    state = tracked.object_state.fork()
+    frame = state.frame_idx + 1
+    state.recent.append(_entry(frame, seed))
+    state.recent[-7].maskmem_features = None
+    state.frame_idx = frame
+    return TrackedObject(
+        state, tracked.shape_type, tracked.width, tracked.height, Shape("mask", [seed])
+    )
+
+
 def _assert_same(a: TrackedObject, b: TrackedObject) -> None:
-    assert (a.shape_type, a.width, a.height, a.last_shape, a.bare_points) == (
-        b.shape_type, b.width, b.height, b.last_shape, b.bare_points
+    assert (a.shape_type, a.width, a.height, a.last_shape) == (
+        b.shape_type, b.width, b.height, b.last_shape
     )  # fmt: skip
     assert a.object_state.frame_idx == b.object_state.frame_idx
     fields_a, fields_b = tensor_fields(a.object_state), tensor_fields(b.object_state)
@@ -60,69 +99,131 @@ def redis_store(redis_server):
 
 def test_redis_holds_json_and_safetensors_only(redis_store, redis_server):
     tracked = _tracked()
-    handle = redis_store.put(tracked)
+    handle = _put(redis_store, tracked)
     raw = redis_server.client().hgetall(redis_store._key(handle))
     header = json.loads(raw.pop(b"header"))
-    assert header["model"] == "tiny|test|256" and header["frame"] == 8
+    assert header["model"] == "tiny|test|256" and header["version"] == 8
+    last = json.loads(zlib.decompress(raw.pop(b"last")))
+    assert last == {"type": "mask", "points": [1, 2, 0, 0, 1, 1]}
     for value in raw.values():
         assert set(safetensors.torch.load(value)) == {"t"}  # never a pickle
-    checkout = redis_store.checkout(handle)
-    _assert_same(checkout.tracked, tracked)
-    checkout.close()
+    stored, read = _read(redis_store, handle)
+    assert stored == _stored(tracked)
+    _assert_same(read, tracked)
 
 
 def test_a_state_of_another_model_is_refused(redis_store, redis_server):
-    handle = redis_store.put(_tracked())
+    handle = _put(redis_store, _tracked())
     other = RedisStateStore(redis_server.client(), FakeEngine(), "large|test|1024", "test")
-    with pytest.raises(UnknownStateError, match="another model"):
-        other.checkout(handle)
+    with pytest.raises(UnknownStateError, match="another model"), other.transaction([handle]) as tx:
+        tx.stored(handle)
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-def test_a_checkout_changes_nothing_until_committed(request, kind):
-    store = MemoryStateStore(64) if kind == "memory" else request.getfixturevalue("redis_store")
+@pytest.fixture(params=["memory", "redis", "redis-cached"])
+def store(request):
+    if request.param == "memory":
+        return MemoryStateStore(64)
+    server = request.getfixturevalue("redis_server")
+    cache_mb = 64 if request.param == "redis-cached" else 0
+    return RedisStateStore(
+        server.client(), FakeEngine(), "tiny|test|256", "test", cache_mb=cache_mb
+    )
+
+
+def test_a_transaction_changes_nothing_until_committed(store):
     tracked = _tracked()
-    handle = store.put(tracked)
-    first, second = store.checkout(handle), store.checkout(handle)
-    stepped = first.tracked.object_state
-    stepped.recent.append(_entry(9, 9))
-    stepped.recent[-7].maskmem_features = None
-    stepped.frame_idx = 9
-    first.commit()
-    with pytest.raises(StateConflictError):
-        second.commit()
-    again = store.checkout(handle)
-    assert again.tracked.object_state.frame_idx == 9
-    _assert_same(again.tracked, first.tracked)
-    again.close()
+    handle = _put(store, tracked)
+    with store.transaction([handle]) as first, store.transaction([handle]) as second:
+        first.stored(handle), second.stored(handle)
+        stepped = _advanced(first.states([handle])[handle], 9)
+        first.commit({handle: Record(_stored(stepped, "a"), stepped)})
+        with pytest.raises(StateConflictError):
+            second.commit({handle: Record(_stored(stepped, "b"), stepped)})
+    stored, again = _read(store, handle)
+    assert stored == _stored(stepped, "a")
+    _assert_same(again, stepped)
+
+
+def test_a_commit_writes_all_objects_or_none(store):
+    """B changed since the transaction read it: A, committed with it, stays as it was."""
+    a, b = _put(store, _tracked()), _put(store, _tracked())
+    new = new_handle()
+    with store.transaction([a, b]) as tx:
+        tx.stored(a), tx.stored(b)
+        states = {h: _advanced(t, 9) for h, t in tx.states([a, b]).items()}
+        with store.transaction([b]) as other:
+            other.stored(b)
+            other.commit({b: Record(_stored(states[b], "other"), states[b])})
+        records = {h: Record(_stored(t, "mine"), t) for h, t in states.items()}
+        with pytest.raises(StateConflictError):
+            tx.commit({**records, new: Record(_stored(_tracked()), _tracked())})
+    assert _read(store, a)[0].version == 8 and _read(store, b)[0].digest == "other"
+    with pytest.raises(UnknownStateError), store.transaction([new]) as tx:
+        tx.stored(new)
+
+
+def test_a_cached_copy_is_never_served_for_a_newer_version(redis_server):
+    """Two replicas alternate: each reads what the other wrote, and only that."""
+    one, two = (
+        RedisStateStore(redis_server.client(), FakeEngine(), "tiny|test|256", "test", cache_mb=64)
+        for _ in range(2)
+    )
+    tracked = _tracked()
+    handle = _put(one, tracked)
+    for step in range(6):
+        replica = (one, two)[step % 2]
+        stored, state = _read(replica, handle)
+        _assert_same(state, tracked)
+        tracked = _advanced(state, 100 + step)
+        with replica.transaction([handle]) as tx:
+            tx.stored(handle)
+            tx.commit({handle: Record(_stored(tracked), tracked)})
+    assert len(one.cache) == len(two.cache) == 1
 
 
 def test_memory_states_expire_after_their_last_use():
     now = [0.0]
     store = MemoryStateStore(64, ttl_seconds=100, clock=lambda: now[0])
-    kept, expired = store.put(_tracked()), store.put(_tracked())
+    kept, expired = _put(store, _tracked()), _put(store, _tracked())
     now[0] = 60
-    checkout = store.checkout(kept)
-    checkout.tracked.object_state.frame_idx += 1
-    checkout.commit()  # a use renews
+    _, state = _read(store, kept)
+    stepped = _advanced(state, 9)
+    with store.transaction([kept]) as tx:
+        tx.stored(kept)
+        tx.commit({kept: Record(_stored(stepped), stepped)})  # a use renews
     now[0] = 120
-    assert store.checkout(kept).tracked is not None
+    assert _read(store, kept)[0].version == 9
     with pytest.raises(UnknownStateError, match="expired"):
-        store.checkout(expired)
+        _read(store, expired)
     assert len(store) == 1
 
 
 def test_memory_budget_drops_the_least_recently_used():
     size = _tracked().nbytes()
     store = MemoryStateStore(1)  # 1 MB
-    handles = [store.put(_tracked()) for _ in range(1024 * 1024 // size + 2)]
+    handles = [_put(store, _tracked()) for _ in range(1024 * 1024 // size + 2)]
     assert store.budget.total_bytes() <= 1024 * 1024
     with pytest.raises(StateDroppedError, match="within 1 MB"):
-        store.checkout(handles[0])
-    store.checkout(handles[-1]).close()
+        _read(store, handles[0])
+    _read(store, handles[-1])
 
 
-@pytest.mark.parametrize("handle", ["", "short", "A" * 21 + "!", 42, None, {"id": 1}])
-def test_malformed_handles_are_unknown(handle):
+def test_the_cache_stays_within_its_budget(redis_server):
+    size = _tracked().nbytes()
+    store = RedisStateStore(
+        redis_server.client(), FakeEngine(), "tiny|test|256", "test", cache_mb=1
+    )
+    handles = [_put(store, _tracked()) for _ in range(1024 * 1024 // size + 2)]
+    assert 0 < len(store.cache) < len(handles) and store.cache.get(handles[-1]) is not None
+    assert store.cache.get(handles[0]) is None
+    _, state = _read(store, handles[0])  # read whole from Redis
+    assert state.object_state.frame_idx == 8
+
+
+@pytest.mark.parametrize(
+    "state", ["", "short", "A" * 22, "A" * 21 + "!.1", "A" * 22 + ".01", "A" * 22 + ".-1", 42, None]
+)
+def test_malformed_states_are_unknown(state):
     with pytest.raises(UnknownStateError):
-        MemoryStateStore(64).checkout(handle)
+        parse_token(state)
+    assert parse_token("A" * 22 + ".12") == ("A" * 22, 12)

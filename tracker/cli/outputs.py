@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 
 from tracker.cvat import shapes
-from tracker.cvat.shape_tracker import frame_as_rgb
+from tracker.cvat.shape_tracker import to_rgb
 
 # Okabe & Ito's palette (RGB), told apart by viewers with any common colour-vision deficiency;
 # its black is left out, as masks are drawn over video. Cycled when there are more objects.
@@ -38,7 +38,7 @@ def overlay(
 ) -> np.ndarray:
     """The frame (RGB array) with each object's mask tinted and outlined in its colour, and a
     legend naming each colour's object and the frame number."""
-    canvas = np.array(frame_as_rgb(image), dtype=np.float32)
+    canvas = np.array(to_rgb(image), dtype=np.float32)
     for index, mask in enumerate(masks):
         if mask is None or not mask.any():
             continue

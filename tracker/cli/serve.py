@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracker.engine.model_loading import ModelConfigError
+    from tracker.cvat.options import ModelConfigError
     from tracker.serve import server
 
     try:

@@ -4,19 +4,28 @@ Tracker requests (`{"image", "shapes", "states"}`, answered `{"shapes", "states"
 order): a shape without a state starts an object on this frame, a state continues one (newer
 CVATs send `null` shapes or no `shapes` then; older ones repeat the last shape, which is ignored).
 A shape is CVAT's legacy `[x1, y1, x2, y2]` rectangle or `{"type", "points"}` for rectangles,
-polygons and masks, answered in the same form. A state is a handle (`tracker.cvat.state_store`).
+polygons and masks, answered in the same form. A state is a token `<handle>.<version>`
+(`tracker.cvat.state_store`).
 
 The answer also has `outside`, a boolean per shape: true where SAM2 sees no object on this frame.
 CVAT's AI Tools read only `shapes` and `states` and fail on a missing shape, so `shapes` then
 repeats the object's last shape; clients that can mark an object outside (our UI plugin's
 annotation action) read `outside` instead.
+
+Every object is stepped exactly once per version: a request commits all its objects or none, and
+a request repeated after its answer was lost (a proxy's retry, a timeout, a duplicate sent at the
+same time) finds its objects one version on, stepped onto the same frame, and is answered as the
+first time from what was stored, without stepping. A state older than that (the object moved on
+to another frame since) is refused with 409, and nothing of the request is written.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+import dataclasses
+import hashlib
+from typing import Any, NamedTuple
+
+import PIL.Image
 
 from tracker.cvat.lambda_envelope import (
     Answer,
@@ -28,8 +37,28 @@ from tracker.cvat.lambda_envelope import (
     request_object,
     request_shape,
 )
-from tracker.cvat.shape_tracker import Shape, ShapeTracker, TrackedObject
-from tracker.cvat.state_store import Checkout, StateStore
+from tracker.cvat.shape_tracker import Shape, ShapeTracker
+from tracker.cvat.state_store import (
+    Record,
+    StaleStateError,
+    StateConflictError,
+    StateStore,
+    Stored,
+    Transaction,
+    UnknownStateError,
+    conflict_message,
+    new_handle,
+    parse_token,
+    stale_message,
+    token,
+    unknown_state_message,
+)
+
+
+class _Answered(NamedTuple):
+    handle: str
+    stored: Stored
+    shape: Shape | None
 
 
 class LambdaTracker:
@@ -54,57 +83,120 @@ class LambdaTracker:
                 "(or null, to start an object) per shape."
             )
         starts: dict[int, tuple[Shape, bool]] = {}
+        continued: dict[int, tuple[str, int]] = {}
         for index, (shape, state) in enumerate(zip(shapes, states, strict=True)):
             if state is None:
                 if shape is None:
                     raise RequestError(f"Shape {index} has neither points nor a state.")
                 starts[index] = request_shape(shape)
-        image, _ = request_image(request)
-        with self._checked_out(states, starts) as checkouts, self.tracker.engine.session():
-            frame = self.tracker.encode(image)
-            started = {}
-            for index, (shape, bare) in starts.items():
-                started[index] = self.tracker.start(frame, shape)
-                started[index].bare_points = bare
-            stepped = self._stepped(frame, checkouts)
-            for checkout in checkouts.values():
-                checkout.commit()
-        answer_shapes: list[object] = []
-        answer_states: list[object] = []
-        answer_outside: list[bool] = []
-        for index, state in enumerate(states):
-            if index in started:
-                tracked = started[index]
-                shape: Shape | None = starts[index][0]
-                state = self.store.put(tracked)
             else:
-                tracked = checkouts[index].tracked
-                shape = stepped[index]
-            answer_outside.append(shape is None)
-            shape = shape if shape is not None else tracked.last_shape
-            answer_shapes.append(answer_shape(shape, tracked.bare_points))
-            answer_states.append(state)
-        return {"shapes": answer_shapes, "states": answer_states, "outside": answer_outside}
-
-    def _stepped(self, frame, checkouts: dict[int, Checkout]) -> dict[int, Shape | None]:
-        """Each object's shape on this frame (None while SAM2 sees no object), all objects
-        stepped together (the engine batches those of one memory layout)."""
-        tracked: list[TrackedObject] = [checkout.tracked for checkout in checkouts.values()]
-        shapes = self.tracker.step_many(frame, tracked) if tracked else []
-        return dict(zip(checkouts, shapes, strict=True))
-
-    @contextlib.contextmanager
-    def _checked_out(
-        self, states: Sequence[object], starts: dict[int, object]
-    ) -> Iterator[dict[int, Checkout]]:
-        """Every continued object's state, taken before any model work so that an unknown
-        handle costs nothing; all are released however the request ends."""
-        checkouts: dict[int, Checkout] = {}
+                continued[index] = parse_token(state)
+        _refuse_twice_named(continued)
+        image, data = request_image(request)
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         try:
-            for index, state in enumerate(states):
-                if index not in starts:
-                    checkouts[index] = self.store.checkout(state)  # type: ignore[arg-type]
-            yield checkouts
-        finally:
-            for checkout in checkouts.values():
-                checkout.close()
+            answers = self._attempt(image, digest, starts, continued, may_step=True)
+        except StaleStateError:
+            raise
+        except StateConflictError as conflict:
+            # Something committed first. If it was this very request (sent twice at once), its
+            # objects are now one version on, stepped onto this frame: answer as it was answered.
+            try:
+                answers = self._attempt(image, digest, starts, continued, may_step=False)
+            except StateConflictError:
+                raise conflict from None
+        return {
+            "shapes": [answer_shape(a.shape, a.stored.bare_points) for a in answers],
+            "states": [token(a.handle, a.stored.version) for a in answers],
+            "outside": [a.stored.outside for a in answers],
+        }
+
+    def _attempt(
+        self,
+        image: PIL.Image.Image,
+        digest: str,
+        starts: dict[int, tuple[Shape, bool]],
+        continued: dict[int, tuple[str, int]],
+        may_step: bool,
+    ) -> list[_Answered]:
+        """One transaction: steps what is at the version sent, answers repeats from the store,
+        and commits every new version together."""
+        answers: dict[int, _Answered] = {}
+        with self.store.transaction([handle for handle, _ in continued.values()]) as tx:
+            to_step, repeated = _plan(tx, continued, digest)
+            if to_step and not may_step:
+                raise StateConflictError(conflict_message())
+            records = self._stepped(tx, image, digest, starts, to_step, answers)
+            lasts = tx.last_shapes(list(repeated.values())) if repeated else {}
+            for index, handle in repeated.items():
+                answers[index] = _Answered(handle, tx.stored(handle), lasts[handle])
+            if records:
+                tx.commit(records)
+        return [answers[index] for index in sorted(answers)]
+
+    def _stepped(
+        self,
+        tx: Transaction,
+        image: PIL.Image.Image,
+        digest: str,
+        starts: dict[int, tuple[Shape, bool]],
+        to_step: dict[int, str],
+        answers: dict[int, _Answered],
+    ) -> dict[str, Record]:
+        """Starts and steps on this frame (one encoder pass, all steps in one batch call)."""
+        if not starts and not to_step:
+            return {}  # a repeated request: no model work at all
+        tracked = tx.states(list(to_step.values()))
+        records: dict[str, Record] = {}
+        with self.tracker.engine.session():
+            frame = self.tracker.encode(image)
+            for index, (shape, bare) in starts.items():
+                obj = self.tracker.start(frame, shape)
+                stored = Stored(0, shape.type, obj.width, obj.height, bare, digest)
+                answers[index] = _Answered(new_handle(), stored, shape)
+                records[answers[index].handle] = Record(stored, obj)
+            objects = [tracked[handle] for handle in to_step.values()]
+            shapes = self.tracker.step_many(frame, objects) if objects else []
+        # Lost from sight: answered with its last shape, which a store may read only now.
+        unknown = [handle for handle in to_step.values() if tracked[handle].last_shape is None]
+        for handle, last in (tx.last_shapes(unknown) if unknown else {}).items():
+            tracked[handle].last_shape = last
+        for (index, handle), obj, shape in zip(to_step.items(), objects, shapes, strict=True):
+            before = tx.stored(handle)
+            stored = dataclasses.replace(
+                before, version=before.version + 1, digest=digest, outside=shape is None
+            )
+            answers[index] = _Answered(handle, stored, obj.last_shape)
+            records[handle] = Record(stored, obj)
+        return records
+
+
+def _refuse_twice_named(continued: dict[int, tuple[str, int]]) -> None:
+    """One object twice in a request would be stepped twice onto one frame: refuse it."""
+    first: dict[str, int] = {}
+    for index, (handle, _) in continued.items():
+        if handle in first:
+            raise RequestError(
+                f"Shapes {first[handle]} and {index} continue the same object; send each "
+                "object's state once per request."
+            )
+        first[handle] = index
+
+
+def _plan(
+    tx: Transaction, continued: dict[int, tuple[str, int]], digest: str
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Which objects to step (at the version sent) and which this request already stepped
+    (one version on, onto this very frame); any other version refuses the whole request."""
+    to_step, repeated = {}, {}
+    for index, (handle, version) in continued.items():
+        stored = tx.stored(handle)
+        if stored.version == version:
+            to_step[index] = handle
+        elif stored.version == version + 1 and stored.digest == digest:
+            repeated[index] = handle
+        elif stored.version > version:
+            raise StaleStateError(stale_message())
+        else:
+            raise UnknownStateError(unknown_state_message())  # a version never given out
+    return to_step, repeated

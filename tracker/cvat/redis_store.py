@@ -1,39 +1,48 @@
 """Tracking states in Redis (or CVAT's kvrocks), so that any replica continues any object and a
 restarted function loses nothing.
 
-The store is shared with CVAT, so nothing is pickled: each object is one hash whose `header` field
-is JSON and whose other fields are single tensors in safetensors format, one per memory entry:
-`mem:c`/`ptr:c` for the conditioning frame, `mem:N`/`ptr:N` for tracked frame N. Fields never
-change once written, so a step writes only what is new (the frame's memory and pointer) and
-deletes what memory attention no longer reads. Only plain hash and key commands, pipelines,
-WATCH/MULTI/EXEC and EXPIRE are used: no Lua and no modules, which kvrocks does not all have.
+The store is shared with CVAT, so nothing is pickled: each object is one hash whose `header`
+field is JSON (its version, kind and field names: a few hundred bytes), whose `last` field is the
+shape its newest step answered (JSON, zlib-compressed), and whose other fields are single tensors
+in safetensors format, one per memory entry: `mem:c`/`ptr:c` for the conditioning frame,
+`mem:N`/`ptr:N` for tracked frame N. Tensor fields never change once written, so a step writes
+only what is new (the frame's memory and pointer), deletes what memory attention no longer reads,
+and reads only what this replica's cache (`tracker.cvat.state_cache`) lacks: usually the header
+alone.
+
+A request is one transaction on one connection: WATCH every object's key, read all headers in one
+round trip (on a second pooled connection, after the WATCH), the missing fields in another, then
+MULTI/EXEC every write, so a request commits all of its objects or none, and uses two connections
+whatever its number of objects. Only plain hash and key commands, pipelines, WATCH/MULTI/EXEC and
+EXPIRE are used: no Lua and no modules, which kvrocks does not all have.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 
 import redis
 import safetensors.torch
 import torch
 
 from tracker.cvat.shape_tracker import Shape, TrackedObject
+from tracker.cvat.state_cache import StateCache
 from tracker.cvat.state_store import (
     STATE_TTL_SECONDS,
+    Record,
     StateConflictError,
+    Stored,
     StoreUnavailableError,
     UnknownStateError,
-    check_handle,
     conflict_message,
-    forked,
-    new_handle,
     unknown_state_message,
 )
 from tracker.engine.streaming import MemoryEntry, ObjectState, StreamingSam2
 
-_FORMAT = 1
+_FORMAT = 2
 _KEY_PREFIX = "cvat-sam2-tracker:object:"
 
 
@@ -55,8 +64,21 @@ def _decoded(data: bytes, device: torch.device) -> torch.Tensor:
     return safetensors.torch.load(data)["t"].to(device)
 
 
+def _shape_json(shape: Shape | None) -> bytes:
+    """The shape as zlib-compressed JSON: a mask's RLE is written with every step, and its runs
+    compress well."""
+    value = None if shape is None else {"type": shape.type, "points": shape.points}
+    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), level=1)
+
+
+def _shape_of(raw: bytes | None) -> Shape | None:
+    value = None if raw is None else json.loads(zlib.decompress(raw))
+    return None if value is None else Shape(value["type"], value["points"])
+
+
 class RedisStateStore:
-    """States in Redis under a key per object, expiring `ttl_seconds` after their last use."""
+    """States in Redis under a key per object, expiring `ttl_seconds` after their last use, with
+    copies of recently used ones in this process (`cache_mb`; 0: none)."""
 
     def __init__(
         self,
@@ -65,12 +87,14 @@ class RedisStateStore:
         model_key: str,
         where: str,
         ttl_seconds: int = STATE_TTL_SECONDS,
+        cache_mb: int = 0,
     ) -> None:
         self._client = client
         self._engine = engine
         self._model_key = model_key
         self._where = where
         self._ttl = ttl_seconds
+        self.cache = StateCache(cache_mb * 1024 * 1024)
 
     def describe(self) -> str:
         return f"Redis at {self._where}"
@@ -80,115 +104,164 @@ class RedisStateStore:
         with self._reported():
             self._client.ping()
 
-    def put(self, tracked: TrackedObject) -> str:
-        handle = new_handle()
-        fields = {name: _encoded(t) for name, t in tensor_fields(tracked.object_state).items()}
-        with self._reported(), self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(handle), mapping={"header": self._header(tracked), **fields})
-            pipe.expire(self._key(handle), self._ttl)
-            pipe.execute()
-        return handle
-
-    def checkout(self, handle: str) -> RedisCheckout:
-        return RedisCheckout(self, check_handle(handle))
+    @contextlib.contextmanager
+    def transaction(self, handles: Sequence[str]) -> Iterator[_RedisTransaction]:
+        with self._reported():
+            watching = self._client.pipeline(transaction=True)
+            try:
+                if handles:
+                    watching.watch(*(self._key(h) for h in handles))
+                yield _RedisTransaction(self, watching, handles)
+            finally:
+                watching.reset()
 
     def _key(self, handle: str) -> str:
         return _KEY_PREFIX + handle
 
-    def _header(self, tracked: TrackedObject) -> str:
-        last = tracked.last_shape
+    def _header(self, stored: Stored, fields: Sequence[str]) -> str:
         return json.dumps(
             {
                 "format": _FORMAT,
                 "model": self._model_key,
-                "type": tracked.shape_type,
-                "width": tracked.width,
-                "height": tracked.height,
-                "frame": tracked.object_state.frame_idx,
-                "last": None if last is None else {"type": last.type, "points": last.points},
-                "bare": tracked.bare_points,
+                "type": stored.shape_type,
+                "width": stored.width,
+                "height": stored.height,
+                "bare": stored.bare_points,
+                "version": stored.version,
+                "digest": stored.digest,
+                "outside": stored.outside,
+                "fields": sorted(fields),
             },
             separators=(",", ":"),
         )
 
-    def _restored(self, raw: dict[bytes, bytes]) -> TrackedObject:
-        header = json.loads(raw[b"header"])
+    def _parsed(self, raw: bytes | None) -> tuple[Stored, list[str]]:
+        if raw is None:
+            raise UnknownStateError(unknown_state_message())
+        header = json.loads(raw)
         if header.get("format") != _FORMAT or header.get("model") != self._model_key:
             raise UnknownStateError(
                 f"This object was started by a SAM2 tracker with another model or version "
                 f"({header.get('model')}; this one runs {self._model_key}); run the tracker "
                 "again from the current frame."
             )
-        device = self._engine.device
-
-        def entry(name: str, frame_idx: int) -> MemoryEntry:
-            memory = raw.get(f"mem:{name}".encode())
-            pointer = _decoded(raw[f"ptr:{name}".encode()], device)
-            memory = None if memory is None else _decoded(memory, device)
-            return MemoryEntry(frame_idx, memory, pointer)
-
-        frames = sorted(int(k[4:]) for k in raw if k.startswith(b"ptr:") and k != b"ptr:c")
-        state = self._engine.restore(
-            header["frame"], entry("c", 0), [entry(str(i), i) for i in frames]
-        )
-        last = header["last"]
-        return TrackedObject(
-            state,
+        stored = Stored(
+            header["version"],
             header["type"],
             header["width"],
             header["height"],
-            last_shape=None if last is None else Shape(last["type"], last["points"]),
-            bare_points=header["bare"],
+            header["bare"],
+            header["digest"],
+            header["outside"],
         )
+        return stored, header["fields"]
+
+    def _restored(self, version: int, fields: dict[str, torch.Tensor]) -> ObjectState:
+        def entry(name: str, frame_idx: int) -> MemoryEntry:
+            return MemoryEntry(frame_idx, fields.get(f"mem:{name}"), fields[f"ptr:{name}"])
+
+        frames = sorted(int(k[4:]) for k in fields if k.startswith("ptr:") and k != "ptr:c")
+        return self._engine.restore(version, entry("c", 0), [entry(str(i), i) for i in frames])
 
     def _reported(self) -> contextlib.AbstractContextManager[None]:
         return _reported(self._where)
 
 
-class RedisCheckout:
-    """WATCHes the object's key while it is stepped; the commit fails if anything changed it."""
+class _RedisTransaction:
+    """Reads through a plain pipeline after the WATCH; writes through the watching one."""
 
-    def __init__(self, store: RedisStateStore, handle: str) -> None:
-        self._store, self._key = store, store._key(handle)
+    def __init__(
+        self, store: RedisStateStore, watching: redis.client.Pipeline, handles: Sequence[str]
+    ) -> None:
+        self._store, self._watching = store, watching
+        self._read: dict[str, tuple[Stored, list[str]] | UnknownStateError] = {}
+        if handles:
+            pipe = store._client.pipeline(transaction=False)
+            for handle in handles:
+                pipe.hget(store._key(handle), "header")
+            for handle, raw in zip(handles, pipe.execute(), strict=True):
+                try:
+                    self._read[handle] = store._parsed(raw)
+                except UnknownStateError as e:
+                    self._read[handle] = e
+
+    def stored(self, handle: str) -> Stored:
+        read = self._read[handle]
+        if isinstance(read, UnknownStateError):
+            raise read
+        return read[0]
+
+    def states(self, handles: Sequence[str]) -> dict[str, TrackedObject]:
+        """Restored from this replica's copy where it has one, reading only the fields it lacks
+        (all objects' reads in one round trip; none when every copy is current). The last shape
+        comes from a current copy or stays None: `last_shapes` reads it where it is needed."""
+        store, plans = self._store, []
+        pipe = store._client.pipeline(transaction=False)
+        for handle in handles:
+            stored, names = self._read[handle]  # type: ignore[misc]
+            cached = store.cache.get(handle)
+            copies = {} if cached is None else cached.fields
+            have = {n: copies[n] for n in names if n in copies}
+            unread = [n for n in names if n not in have]
+            if unread:
+                pipe.hmget(store._key(handle), unread)
+            current = cached is not None and cached.version == stored.version
+            plans.append((handle, stored, have, unread, cached.last_shape if current else None))
         with store._reported():
-            self._pipe = store._client.pipeline(transaction=True)
-            try:
-                self._pipe.watch(self._key)
-                raw = self._pipe.hgetall(self._key)
-            except BaseException:
-                self._pipe.reset()
-                raise
-        if not raw or b"header" not in raw:
-            self.close()
-            raise UnknownStateError(unknown_state_message())
-        try:
-            stored = store._restored(raw)
-        except BaseException:
-            self.close()
-            raise
-        self._stored_fields = {k.decode() for k in raw} - {"header"}
-        self.tracked = forked(stored)
+            replies = iter(pipe.execute() if len(pipe) else [])
+        states = {}
+        for handle, stored, have, unread, last in plans:
+            values = next(replies) if unread else []
+            if None in values:
+                raise UnknownStateError(unknown_state_message())  # expired while we read it
+            device = store._engine.device
+            fields = have | {n: _decoded(v, device) for n, v in zip(unread, values, strict=True)}
+            state = store._restored(stored.version, fields)
+            states[handle] = TrackedObject(
+                state, stored.shape_type, stored.width, stored.height, last_shape=last
+            )
+        return states
 
-    def commit(self) -> None:
-        tensors = tensor_fields(self.tracked.object_state)
-        new = {name: _encoded(t) for name, t in tensors.items() if name not in self._stored_fields}
-        gone = sorted(self._stored_fields - tensors.keys())
-        pipe, store = self._pipe, self._store
+    def last_shapes(self, handles: Sequence[str]) -> dict[str, Shape | None]:
+        store, shapes, unread = self._store, {}, []
+        for handle in handles:
+            cached = store.cache.get(handle)
+            if cached is not None and cached.version == self.stored(handle).version:
+                shapes[handle] = cached.last_shape
+            else:
+                unread.append(handle)
+        if unread:
+            pipe = store._client.pipeline(transaction=False)
+            for handle in unread:
+                pipe.hget(store._key(handle), "last")
+            with store._reported():
+                shapes.update(zip(unread, map(_shape_of, pipe.execute()), strict=True))
+        return shapes
+
+    def commit(self, records: dict[str, Record]) -> None:
+        store, pipe = self._store, self._watching
+        written = {}
         try:
             with store._reported():
                 pipe.multi()
-                pipe.hset(self._key, mapping={"header": store._header(self.tracked), **new})
-                if gone:
-                    pipe.hdel(self._key, *gone)
-                pipe.expire(self._key, store._ttl)
+                for handle, record in records.items():
+                    key = store._key(handle)
+                    tensors = tensor_fields(record.tracked.object_state)
+                    read = self._read.get(handle)
+                    before = set() if read is None else set(read[1])  # type: ignore[index]
+                    new = {n: _encoded(t) for n, t in tensors.items() if n not in before}
+                    header = store._header(record.stored, tensors.keys())
+                    last = _shape_json(record.tracked.last_shape)
+                    pipe.hset(key, mapping={"header": header, "last": last, **new})
+                    if gone := sorted(before - tensors.keys()):
+                        pipe.hdel(key, *gone)
+                    pipe.expire(key, store._ttl)
+                    written[handle] = (record, tensors)
                 pipe.execute()
         except redis.WatchError as e:
             raise StateConflictError(conflict_message()) from e
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._pipe.reset()
+        for handle, (record, tensors) in written.items():
+            store.cache.put(handle, record.stored.version, tensors, record.tracked.last_shape)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,11 @@ def build_tracker(
         store = MemoryStateStore(options.max_state_memory_mb)
     else:
         client, where = redis_client
-        store = RedisStateStore(client, engine, tracker.model_key, where)
+        # Recently used states are also kept here, within the same budget as the in-process
+        # store's, so that a step reads from Redis only what another replica wrote.
+        store = RedisStateStore(
+            client, engine, tracker.model_key, where, cache_mb=options.max_state_memory_mb
+        )
         try:
             store.ping()
         except StoreUnavailableError as e:

@@ -24,10 +24,9 @@ from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, Str
 
 SUPPORTED_SHAPE_TYPES = ("mask", "polygon", "rectangle")
 
-
-def frame_as_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """The frame in 8-bit RGB as SAM2 sees it (16-bit greyscale too), to draw results on."""
-    return to_rgb(image)
+# `to_rgb` (a frame in 8-bit RGB as SAM2 sees it, 16-bit greyscale too) is re-exported for the
+# entry points to draw on: they know this layer, not the engine.
+__all__ = ["SUPPORTED_SHAPE_TYPES", "Shape", "ShapeTracker", "TrackedObject", "to_rgb"]
 
 
 class Shape(NamedTuple):
@@ -40,25 +39,21 @@ class Shape(NamedTuple):
 @dataclasses.dataclass(eq=False)
 class TrackedObject:
     """One tracked shape: the engine's state (None once dropped by a budget), its type, the size
-    of the frames it is tracked on, its last shape (what CVAT's AI Tools are answered while SAM2
-    sees no object: they cannot take a missing shape), whether CVAT sent it as a bare list of
-    points (CVAT's legacy tracker protocol, answered alike even when later requests send none),
-    and its step onto the next frame when one was computed before it was asked for
-    (`tracker.cvat.frame_batches`; dropped with the state)."""
+    of the frames it is tracked on, and its last shape (what CVAT's AI Tools are answered while
+    SAM2 sees no object: they cannot take a missing shape). What one protocol alone needs of an
+    object lives in that protocol's adapter."""
 
     object_state: ObjectState | None
     shape_type: str
     width: int
     height: int
     last_shape: Shape | None = None
-    bare_points: bool = False
-    ahead: object | None = None
 
     def nbytes(self) -> int:
         return self.object_state.nbytes() if self.object_state is not None else 0
 
     def release(self) -> None:
-        self.object_state = self.ahead = None
+        self.object_state = None
 
 
 class ShapeTracker:
@@ -117,7 +112,8 @@ class ShapeTracker:
         self, frame: FrameFeatures, tracked: Sequence[TrackedObject]
     ) -> list[Shape | None]:
         """`step` for every object tracked on `frame`, with objects started together stepped as
-        one batch by the engine. No state changes unless every object can be stepped."""
+        one batch by the engine. No state changes unless every object can be stepped and its
+        result read: the engine steps copies, which replace the states only at the end."""
         for obj in tracked:
             if (frame.width, frame.height) != (obj.width, obj.height):
                 raise FrameError(
@@ -125,14 +121,15 @@ class ShapeTracker:
                     f"{obj.width}x{obj.height} frame; track within frames of one size."
                 )
             assert obj.object_state is not None, "dropped states are refused by their holder"
-        predictions = self.engine.step_many(frame, [obj.object_state for obj in tracked])
-        predictions = on_host(predictions)  # one copy of all results
-        shapes_out = []
-        for obj, prediction in zip(tracked, predictions, strict=True):
-            shape = self.shape(prediction, obj.shape_type)
+        states = [obj.object_state.fork() for obj in tracked]
+        predictions = on_host(self.engine.step_many(frame, states))  # one copy of all results
+        shapes_out = [
+            self.shape(p, obj.shape_type) for obj, p in zip(tracked, predictions, strict=True)
+        ]
+        for obj, state, shape in zip(tracked, states, shapes_out, strict=True):
+            obj.object_state = state
             if shape is not None:
                 obj.last_shape = shape
-            shapes_out.append(shape)
         return shapes_out
 
     def shape(self, prediction: Prediction, shape_type: str) -> Shape | None:

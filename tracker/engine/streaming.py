@@ -103,17 +103,15 @@ class StreamingSam2:
                 "(upstream SAM2 skips it too)"
             )
 
-    def _inference(self) -> contextlib.AbstractContextManager:
-        return inference_context(self.device, self.dtype)
-
     def session(self) -> contextlib.AbstractContextManager:
-        """One numeric context for a whole request (encode, then start or step its objects):
-        with autocast, each weight is cast once per request instead of once per call."""
-        return self._inference()
+        """The numeric context (inference mode, autocast to `dtype`) of every call here. Callers
+        open it once around a whole request (encode, then start or step its objects): with
+        autocast, each weight is then cast once per request instead of once per call."""
+        return inference_context(self.device, self.dtype)
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """Run the image encoder once for a frame; every object on it reuses the result."""
-        with self._inference():
+        with self.session():
             pixels = to_model_input(image, self.image_size).to(self.device)
             backbone_out = self.model.forward_image(pixels[None])
             _, feats, pos_embeds, feat_sizes = self.model._prepare_backbone_features(backbone_out)
@@ -123,7 +121,7 @@ class StreamingSam2:
         self, frame: FrameFeatures, mask: np.ndarray
     ) -> tuple[ObjectState, Prediction]:
         """Start an object from a binary mask of the frame's size (upstream `add_new_mask`)."""
-        with self._inference():
+        with self.session():
             mask_inputs = torch.from_numpy(np.asarray(mask, dtype=bool))[None, None]
             mask_inputs = mask_inputs.float().to(self.device)
             if mask_inputs.shape[-2:] != (self.image_size, self.image_size):
@@ -135,7 +133,7 @@ class StreamingSam2:
         self, frame: FrameFeatures, box: Sequence[float]
     ) -> tuple[ObjectState, Prediction]:
         """Start an object from a box (x1, y1, x2, y2) in frame pixels (upstream's box prompt)."""
-        with self._inference():
+        with self.session():
             coords = torch.tensor(box, dtype=torch.float32).reshape(1, 2, 2)
             coords = coords / torch.tensor([frame.width, frame.height]) * self.image_size
             labels = torch.tensor([[2, 3]], dtype=torch.int32)
@@ -201,7 +199,7 @@ class StreamingSam2:
             for indices in groups.values()
             for start in range(0, len(indices), size)
         ]
-        with self._inference():
+        with self.session():
             for indices in chunks:
                 batch = [states[i] for i in indices]
                 outputs = self._step_batch(frame, batch)
@@ -292,7 +290,7 @@ class StreamingSam2:
         stride-16 feature map, `.to(dtype)` of its output, which autocast makes `self.dtype`).
         """
         size = self.model.sam_image_embedding_size  # image_size // backbone_stride
-        with self._inference():
+        with self.session():
             features = torch.zeros(
                 1, self.model.mem_dim, size, size, device=self.device, dtype=self.dtype
             )
