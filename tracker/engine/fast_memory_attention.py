@@ -11,8 +11,8 @@ sums to one, so for memories M, value projection (W_v, b_v) and output projectio
 
 Weighing the 64-dim memories first does a quarter of the weighted sum and no projection per
 memory token (7 x 256 tokens at 256 px, 7 x 4,096 at 1024 px); what remains is one 64 -> 256
-projection per query. At 256 px that is about a tenth of an object's step on the CPU. The
-result differs from upstream's by float rounding only (the tests hold the masks to IoU >= 0.999
+projection per query (what that saves per step is in `benchmarks/results/profile-cpu-1080p.md`).
+The result differs from upstream's by float rounding only (the tests hold the masks to IoU >= 0.999
 with the unfolded engine's and upstream's).
 
 2. Work that reads only the frame, once per frame (`FrameShared`). The first memory-attention
@@ -20,12 +20,11 @@ layer's self-attention and its cross-attention queries read the frame's image fe
 object's memories, and so does the memory encoder's projection of those features: they are the
 same for every object tracked on a frame. Stepped one by one (as cvat-cli's agent asks for
 objects), each object after the first reuses the first one's results, bit for bit, while the
-inputs are equal; stepped as one batch, they are computed for one object and shared. That is 4%
-of a step at 256 px.
+inputs are equal; stepped as one batch, they are computed for one object and shared.
 
 Both are used on the CPU only: PyTorch's fused GPU attention kernels need values as wide as the
-keys, the equality check would cost a GPU a host sync per object, and neither was measured on a
-GPU (none was lent).
+keys, the equality check would cost a GPU a host sync per object, and neither has been measured
+on a GPU.
 
 The model is not changed: `faster_view` returns a view of it whose changed modules are copies
 holding the same parameter tensors, so upstream's predictor can run on the very model
@@ -44,10 +43,10 @@ import torch.nn.functional as F
 from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
-# Folding pays while one object's attention weights stay cache-sized: at 256 px (256 queries x
-# 1,856 memory keys) one cross-attention took 4.1 instead of 6.2 ms, but at 1024 px (4,096 x
-# 28,736, computed in chunks) whole steps were 8% to 12% slower than with PyTorch's fused kernel
-# (`benchmarks/results/cpu-1080p-1024-t*`). Past this many weights, upstream's forward runs.
+# Folding pays while one object's attention weights stay cache-sized: it was faster at 256 px
+# (256 queries x 1,856 memory keys) and slower than PyTorch's fused kernel at 1024 px (4,096 x
+# 28,736, computed in chunks); the figures are in `benchmarks/results/profile-cpu-1080p.md` and
+# `cpu-1080p-1024-t*`. Past this many weights, upstream's forward runs.
 _MAX_SCORES = 1 << 22
 
 
