@@ -17,7 +17,7 @@ export default tseslint.config(
             globals: {
                 console: 'readonly', process: 'readonly', fetch: 'readonly', setTimeout: 'readonly',
                 window: 'readonly', document: 'readonly', URL: 'readonly', Buffer: 'readonly',
-                CustomEvent: 'readonly', Image: 'readonly', structuredClone: 'readonly', URLSearchParams: 'readonly',
+                CustomEvent: 'readonly', Image: 'readonly', structuredClone: 'readonly', URLSearchParams: 'readonly', Date: 'readonly',
             },
         },
     },

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
+from nuclio_driver import SERVERLESS
 
 from tracker.cvat import env_options, shapes
 from tracker.cvat.services import build_tracker
@@ -73,7 +76,8 @@ def node_run(standin, tmp_path_factory):
 
 def test_node_tests_pass(node_run):
     run, _ = node_run
-    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-4000:]
+    failed = [line for line in run.stdout.splitlines() if line.lstrip().startswith("not ok")]
+    assert run.returncode == 0, "\n".join(failed) + "\n" + run.stdout[-8000:] + run.stderr[-4000:]
     assert "# fail 0" in run.stdout and "# pass 0" not in run.stdout, run.stdout[-2000:]
 
 
@@ -85,7 +89,9 @@ def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, vid
 
     def call(frame: int, shapes_: list | None, states: list | None) -> dict:
         image = base64.b64encode(video.frames[frame].read_bytes()).decode()
-        status, answer = lambda_tracker.handle({"image": image, "shapes": shapes_, "states": states})
+        status, answer = lambda_tracker.handle(
+            {"image": image, "shapes": shapes_, "states": states}
+        )
         assert status == 200, answer
         return answer
 
@@ -96,6 +102,19 @@ def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, vid
         states = answer["states"]
         direct.append([shape["points"] for shape in answer["shapes"]])
     assert direct == recorded["tracked"]
+
+
+def test_plugin_recognises_every_tracker_function_file():
+    """The plugin finds our functions by kind and name prefix: every tracker function file
+    (CPU, GPU, proxy) must be listed by CVAT under a name it recognises."""
+    source = (PLUGIN / "src" / "ts" / "index.tsx").read_text()
+    (prefix,) = re.findall(r"model\.id\.startsWith\('([^']+)'\)", source)
+    files = sorted((SERVERLESS / "tracker" / "nuclio").glob("function*.yaml"))
+    assert len(files) == 3
+    for file in files:
+        metadata = yaml.safe_load(file.read_text())["metadata"]
+        assert metadata["name"].startswith(prefix), file
+        assert metadata["annotations"]["type"] == "tracker", file
 
 
 def test_typecheck_and_lint():

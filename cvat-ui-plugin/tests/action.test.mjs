@@ -21,7 +21,7 @@ test('forward: a polygon, a mask and a rectangle in one run, one request per fra
     assert.equal(job.store.shapes.length, 0, 'the shapes became tracks');
     assert.deepEqual(job.store.tracks.map((track) => track.shapes[0].type).sort(), [...KINDS].sort());
     for (const track of job.store.tracks) assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
-    assert.deepEqual((await info()).requests, { 0: 1, 1: 1, 2: 1, 3: 1, 4: 1 });
+    assert.deepEqual((await info()).order, [0, 1, 2, 3, 4]);
     assert.ok(progress.some(([message]) => message.includes('frame 4 of 4')), JSON.stringify(progress));
     const { prompts } = await info();
     record('forward', { start: 0, frames: [1, 2, 3, 4], prompts: KINDS.map((kind) => ({ type: kind, points: prompts['0'][kind] })), tracked: tracked(job, [1, 2, 3, 4]) });
@@ -34,7 +34,7 @@ test('backward: a target before the current frame walks the frames in reverse', 
         assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
         assert.equal(track.frame, 0, 'a track starts at its first keyframe');
     }
-    assert.deepEqual((await info()).requests, { 0: 1, 1: 1, 2: 1, 3: 1, 4: 1 });
+    assert.deepEqual((await info()).order, [4, 3, 2, 1, 0], 'one request per frame, walking back');
     const { prompts } = await info();
     record('backward', { start: 4, frames: [3, 2, 1, 0], prompts: KINDS.map((kind) => ({ type: kind, points: prompts['4'][kind] })), tracked: tracked(job, [3, 2, 1, 0]) });
 });

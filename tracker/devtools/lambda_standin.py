@@ -98,6 +98,7 @@ class LambdaStandIn:
         self.static = static
         self.signer = TimestampSigner(secrets.token_bytes(32), f"cvat-tracker-state:{FUNCTION_ID}")
         self.requests: collections.Counter[int] = collections.Counter()
+        self.order: list[int] = []  # the frames of the requests, as they came
         self.faults: dict[int, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}  # what the tests want the page to know (shapes, sizes)
         self._lock = threading.Lock()
@@ -145,6 +146,7 @@ class LambdaStandIn:
             return 400, "The frame is outside the job range"
         with self._lock:
             self.requests[frame] += 1
+            self.order.append(frame)
             fault = self.faults.pop(frame, None)
         try:
             states = [
@@ -194,9 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, standin.functions())
         if path == "/standin/info":
             with standin._lock:
-                requests = dict(standin.requests)
-            return self._json(200, {"frames": len(standin.frames), "requests": requests,
-                                    "taskId": TASK_ID, "jobId": JOB_ID, **standin.extra})  # fmt: skip
+                requests, order = dict(standin.requests), list(standin.order)
+            described = {"frames": len(standin.frames), "taskId": TASK_ID, "jobId": JOB_ID}
+            return self._json(
+                200, {**described, "requests": requests, "order": order, **standin.extra}
+            )
         if path.startswith("/frames/"):
             index = int(path.rsplit("/", 1)[1])
             return self._send(200, standin.frames[index].read_bytes(), "image/jpeg")
@@ -229,6 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/standin/reset":
             with standin._lock:
                 standin.requests.clear()
+                standin.order.clear()
                 standin.faults.clear()
             return self._json(200, {})
         return self._json(404, {"detail": "Not found."})

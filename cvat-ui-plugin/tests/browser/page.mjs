@@ -45,7 +45,11 @@ function draw(context, shape) {
 }
 
 async function main() {
-    while (!(await core.actions.list()).length) await new Promise((resolve) => { setTimeout(resolve, 50); });
+    const deadline = Date.now() + 30000;
+    while (!(await core.actions.list()).length) {
+        if (Date.now() > deadline) throw new Error(`no action registered in 30 s (plugins: ${JSON.stringify(plugins)})`);
+        await new Promise((resolve) => { setTimeout(resolve, 50); });
+    }
     const [action] = await core.actions.list();
     const info = await (await fetch('/standin/info')).json();
     const last = Number(new URLSearchParams(window.location.search).get('target') ?? 5);
