@@ -132,3 +132,14 @@ test('from an object\'s menu: only that object is tracked', async () => {
     assert.equal(job.store.tracks[0].shapes[0].type, 'mask');
     assert.deepEqual(job.store.shapes.map((shape) => shape.type).sort(), ['polygon', 'rectangle']);
 });
+
+test('several functions: the run calls the one chosen', async () => {
+    const models = [
+        { id: 'cvat-sam2-tracker-gpu', kind: 'tracker', name: 'SAM2 tracker (cvat-sam2-tracker)' },
+        { id: 'cvat-sam2-tracker', kind: 'tracker', name: 'SAM2 tracker (cvat-sam2-tracker)' },
+    ];
+    const { core, action, job } = await setting(0, { kinds: ['rectangle'], models });
+    await assert.rejects(runAction(core, action, job, 0, 1, { fn: 'cvat-sam2-tracker-gpu' }), /CVAT answered 404/);
+    await runAction(core, action, job, 0, 1, { fn: 'cvat-sam2-tracker' });
+    assert.deepEqual(keyframes(job.store.tracks[0]), [0, 1]);
+});

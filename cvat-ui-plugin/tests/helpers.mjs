@@ -20,8 +20,9 @@ export async function post(route, body = {}) {
 }
 
 /** A core double with the action registered, and a job whose objects were drawn on `frame`. */
-export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'], asTracks = false } = {}) {
-    const core = makeCore(BASE_URL);
+export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'], asTracks = false, models = null } = {}) {
+    let core = makeCore(BASE_URL);
+    if (models) core = { ...core, lambda: { ...core.lambda, list: async () => ({ models, count: models.length }) } };
     const action = await setUp(core);
     const { frames, width, height, prompts, taskId, jobId } = await info();
     const job = new Job({ id: jobId, taskId, frames: Array.from({ length: frames }, () => ({ width, height })) });
@@ -37,10 +38,11 @@ export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'],
 
 /** The actions modal's Run with nothing selected (core.actions.run). */
 /** `cancelAfter`: the user presses Cancel once "frame n of" has been reported. */
-export async function runAction(core, action, job, frame, target, { toTracks = true, cancelAfter = null } = {}) {
+export async function runAction(core, action, job, frame, target, { toTracks = true, cancelAfter = null, fn = null } = {}) {
     const progress = [];
     const cancelled = () => cancelAfter !== null && progress.some(([message]) => message.includes(`frame ${cancelAfter} of`));
-    await core.actions.run(job, action, { [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks) },
+    const parameters = { [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks), ...(fn ? { [FUNCTION]: fn } : {}) };
+    await core.actions.run(job, action, parameters,
         frame, (message, percent) => progress.push([message, percent]), cancelled);
     return progress;
 }

@@ -47,7 +47,7 @@ test('several SAM2 functions: one action, the function is a parameter', async ()
     const core = withFunctions([SAM2, PROXY]);
     const { result: action } = await quietly(() => setUp(core));
     assert.equal((await core.actions.list()).length, 1);
-    assert.deepEqual(action.parameters[FUNCTION].values, [SAM2.name, PROXY.name]);
+    assert.deepEqual(action.parameters[FUNCTION].values, [SAM2.id, PROXY.id]);
     const job = new Job({ id: 7, taskId: 1, frames: Array.from({ length: 10 }, () => ({ width: 8, height: 8 })) });
     assert.equal(action.parameters[TARGET_FRAME].defaultValue({ instance: job }), '9', 'the job\'s last frame');
     assert.deepEqual(action.parameters[TARGET_FRAME].values({ instance: job }), ['0', '9', '1']);

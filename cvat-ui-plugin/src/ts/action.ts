@@ -78,8 +78,9 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             if (this.#models.length > 1) {
                 parameters[FUNCTION] = {
                     type: 'select',
-                    values: this.#models.map((model) => model.name),
-                    defaultValue: this.#models[0].name,
+                    // Ids: the CPU, GPU and proxy files all carry the same display name.
+                    values: this.#models.map((model) => model.id),
+                    defaultValue: this.#models[0].id,
                 };
             }
             return parameters;
@@ -90,7 +91,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             this.#target = Number(parameters[TARGET_FRAME]);
             this.#toTracks = String(parameters[TO_TRACKS]) === 'true';
             const chosen = parameters[FUNCTION];
-            this.#model = this.#models.find((model) => model.name === chosen) ?? this.#models[0];
+            this.#model = this.#models.find((model) => model.id === chosen) ?? this.#models[0];
         }
 
         public async destroy(): Promise<void> {

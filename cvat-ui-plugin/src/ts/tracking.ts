@@ -25,7 +25,7 @@ export interface FrameResult {
 
 export interface WalkOptions {
     /** `core.lambda.call(taskID, model, args)` bound to the task and the model. */
-    call(args: { frame: number; shapes: PromptShape[]; states: unknown[] }): Promise<unknown>;
+    call(args: { frame: number; shapes: (PromptShape | null)[]; states: unknown[] }): Promise<unknown>;
     startFrame: number;
     /** Frames to track, in the order to walk them (backward runs come in decreasing order). */
     frames: number[];
@@ -104,8 +104,11 @@ export function checkedAnswer(answer: unknown, count: number, frame: number): {
 }
 
 async function called(options: WalkOptions, frame: number, states: unknown[]): Promise<unknown> {
+    // A continued object needs no shape: null, as newer CVATs' AI Tools send (CVAT passes
+    // `shapes` on as given, so one entry per state keeps the lists of equal length).
+    const shapes = options.objects.map((shape, index) => (states[index] === null ? shape : null));
     try {
-        return await options.call({ frame, shapes: options.objects, states });
+        return await options.call({ frame, shapes, states });
     } catch (error) {
         throw new TrackingError(failureMessage(error, frame));
     }
