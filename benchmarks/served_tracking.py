@@ -68,6 +68,7 @@ class Lambda:
         encode = {
             "mask": shapes.rle_from_mask,
             "polygon": lambda mask: shapes.polygon_from_mask(mask, 1.0),
+            "rectangle": shapes.rectangle_from_mask,
         }[shape_type]
         prompts = [{"type": shape_type, "points": encode(m)} for m in _mask_prompts(video, count)]
         self.states = self._request(0, {"shapes": prompts})
@@ -113,10 +114,11 @@ def _over_http(url: str, token: str):
 
 def traffic(args, video, redis_server, count: int) -> dict:
     """Bytes per object-step that Redis sent (read) and received (written), from frame 3 on,
-    for polygons and masks (a step also writes the shape it answered: a mask's RLE is larger)."""
+    per shape type (a step also writes the shape it answered: a polygon's or a mask's RLE more
+    than a rectangle)."""
     results = {
         shape_type: _traffic(args, video, redis_server, count, shape_type)
-        for shape_type in ("polygon", "mask")
+        for shape_type in ("rectangle", "polygon", "mask")
     }
     results["memory entry bytes"] = _entry_bytes(args, video)
     return results
