@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import PIL.Image
@@ -60,6 +63,13 @@ def _check_outputs(out, objects: list[str], frames: int, start: int = 0) -> None
                 continue
             assert shape["type"] == kind
             assert np.array_equal(shape_mask(kind, shape["points"], 320, 240), png > 0)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask, "a folder as mkdir makes it"
+    with av.open(str(out / "overlay.mp4")) as container:
+        (stream,) = container.streams.video
+        assert stream.codec_context.name == "h264", "browsers play H.264, not MPEG-4 Part 2"
+        assert stream.codec_context.pix_fmt == "yuv420p"
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
     ok, first = capture.read()
@@ -130,6 +140,12 @@ def test_image_folders_are_in_natural_order_and_frames_keep_their_mode(tmp_path)
     # The agent's frame path maps 16 bits to 8 (divided by 257); converting to RGB here would
     # saturate every value above 255.
     assert frame.mode == "I;16"
+
+
+def test_program_help_names_the_program_plainly():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "`" not in result.stdout, result.stdout
+    assert "sam2-tracker track" in result.stdout and "sam2-tracker serve" in result.stdout
 
 
 def test_help_is_immediate_and_shows_defaults_and_ranges():

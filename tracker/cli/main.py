@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import shutil
 import sys
-import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
@@ -98,9 +98,18 @@ def _add_parameter(group: argparse._ArgumentGroup, spec: ParameterSpec) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam2-tracker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="sam2-tracker",
+        description="SAM2 for CVAT without CVAT: 'sam2-tracker track' runs the CVAT tracking "
+        "function on a local video; 'sam2-tracker serve' serves SAM2 to CVAT's Nuclio functions.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    track = commands.add_parser("track", help="track objects through a video or image folder")
+    track = commands.add_parser(
+        "track",
+        help="track objects through a video or image folder",
+        description="Run the CVAT tracking function on a local video or image folder, without "
+        "CVAT, and write masks, annotations.json, overlay.mp4 and preview.png.",
+    )
     track.add_argument("input", type=Path, help="a video file or a folder of images")
     track.add_argument("--out", type=Path, required=True, help="a new or empty folder for results")
     track.add_argument(
@@ -129,7 +138,11 @@ def _staging_folder(out: Path, overwrite: bool) -> Path:
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--out {out} is not empty: choose another folder, or add --overwrite.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdir, not tempfile.mkdtemp (always 0700): the results get the mode any new folder gets
+    # under the user's umask, and a name taken already fails rather than mixing runs.
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    return staging
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
