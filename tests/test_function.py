@@ -6,7 +6,6 @@ import json
 
 import attrs
 import cvat_sdk.auto_annotation as cvataa
-import numpy as np
 import pytest
 import torch
 from cvat_sdk.masks import decode_mask

@@ -27,6 +27,17 @@ _MODEL_OPTIONS = [
 ]
 
 
+def _limit_options() -> list[tuple[str, str, str]]:
+    """The limits of one request, from the parameter table (`SAM2_MAX_OBJECTS`, ...)."""
+    from tracker.cvat.options import INTERACTOR_LIMITS, TRACKER_LIMITS
+
+    specs = {spec.name: spec for spec in (*TRACKER_LIMITS, *INTERACTOR_LIMITS)}.values()
+    return [("--" + s.name.replace("_", "-"), s.name, f"{s.help} ({s.default})") for s in specs]
+
+
+_MODEL_OPTIONS += _limit_options()
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",

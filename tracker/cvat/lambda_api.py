@@ -20,13 +20,10 @@ from typing import Any
 
 from tracker.cvat.lambda_envelope import (
     Answer,
-    RequestError,
     answer_shape,
     answered,
-    request_image,
-    request_list,
     request_object,
-    request_shape,
+    tracker_request,
 )
 from tracker.cvat.shape_tracker import Shape, ShapeTracker, TrackedObject
 from tracker.cvat.state_store import Checkout, StateStore
@@ -43,23 +40,7 @@ class LambdaTracker:
         return answered(lambda: self.track(request_object(body)))
 
     def track(self, request: dict[str, Any]) -> dict[str, Any]:
-        shapes, states = request_list(request, "shapes"), request_list(request, "states")
-        if shapes is None and states is None:
-            raise RequestError("The request needs 'shapes' to start objects or 'states'.")
-        shapes = [None] * len(states) if shapes is None else shapes
-        states = [None] * len(shapes) if states is None else states
-        if len(shapes) != len(states):
-            raise RequestError(
-                f"The request has {len(shapes)} shapes but {len(states)} states; send one state "
-                "(or null, to start an object) per shape."
-            )
-        starts: dict[int, tuple[Shape, bool]] = {}
-        for index, (shape, state) in enumerate(zip(shapes, states, strict=True)):
-            if state is None:
-                if shape is None:
-                    raise RequestError(f"Shape {index} has neither points nor a state.")
-                starts[index] = request_shape(shape)
-        image, _ = request_image(request)
+        states, starts, image = tracker_request(request, self.tracker.options.limits)
         with self._checked_out(states, starts) as checkouts, self.tracker.engine.session():
             frame = self.tracker.encode(image)
             started = {}

@@ -33,6 +33,12 @@ DEFAULT_MAX_STATE_MEMORY_MB = 2048
 #: About 64 embeddings at 1024 px (16 MB each), 1,000 at 256 px.
 DEFAULT_MAX_EMBEDDING_MEMORY_MB = 1024
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: Limits of one request to the Nuclio functions and the server (`RequestLimits`).
+DEFAULT_MAX_OBJECTS = 100
+DEFAULT_MAX_POLYGON_POINTS = 10_000
+DEFAULT_MAX_CLICKS = 100
+#: 10,000 x 10,000: aerial frames fit; PIL refuses past 179 megapixels as a decompression bomb.
+DEFAULT_MAX_FRAME_MEGAPIXELS = 100
 
 
 class Syntax(enum.Enum):
@@ -131,6 +137,36 @@ INTERACTOR_PARAMETERS = (
         "used are dropped (and computed again when their image is clicked)",
     ),
 )
+_FRAME_LIMIT = ParameterSpec(
+    "max_frame_megapixels",
+    int,
+    DEFAULT_MAX_FRAME_MEGAPIXELS,
+    "the largest frame a request may send, in millions of pixels, read from the image's header "
+    "before it is decoded",
+)
+#: Limits of one request, for the Nuclio functions and the server only (an agent gets one shape
+#: or one prompt per call, and its frames from cvat-cli): `SAM2_MAX_OBJECTS`, `serve --max-objects`.
+TRACKER_LIMITS = (
+    ParameterSpec(
+        "max_objects", int, DEFAULT_MAX_OBJECTS, "the most objects one tracker request may carry"
+    ),
+    ParameterSpec(
+        "max_polygon_points",
+        int,
+        DEFAULT_MAX_POLYGON_POINTS,
+        "the most points one polygon of a tracker request may have",
+    ),
+    _FRAME_LIMIT,
+)
+INTERACTOR_LIMITS = (
+    ParameterSpec(
+        "max_clicks",
+        int,
+        DEFAULT_MAX_CLICKS,
+        "the most clicks (positive and negative together) one interactor request may carry",
+    ),
+    _FRAME_LIMIT,
+)
 _EXAMPLES: dict[type, Any] = {str: "VALUE", int: 256, float: 1.5, bool: True}
 
 
@@ -156,6 +192,32 @@ def _positive(value: int, name: str) -> int:
     if value <= 0:
         raise ModelConfigError(Parameter(name), " must be a positive number of megabytes.")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one request of CVAT's lambda protocol, checked before any model work: one
+    request of 100,000 boxes would otherwise run 100,000 starts under the model lock and fill
+    the state store, and one huge frame grow the process by gigabytes."""
+
+    max_objects: int = DEFAULT_MAX_OBJECTS
+    max_polygon_points: int = DEFAULT_MAX_POLYGON_POINTS
+    max_clicks: int = DEFAULT_MAX_CLICKS
+    max_frame_megapixels: int = DEFAULT_MAX_FRAME_MEGAPIXELS
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RequestLimits:
+        """The limits among `params` (removed from it); the others keep their defaults."""
+        values = {}
+        for spec in {*TRACKER_LIMITS, *INTERACTOR_LIMITS}:
+            if spec.name in params:
+                value = take(params, spec.name, spec.kind, spec.default)
+                if value < 1:
+                    raise ModelConfigError(
+                        Parameter(spec.name), " must be a whole number of at least 1."
+                    )
+                values[spec.name] = value
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +274,7 @@ class TrackerOptions:
     model: ModelOptions
     polygon_tolerance: float
     max_state_memory_mb: int
+    limits: RequestLimits = RequestLimits()  # of one lambda-protocol request
 
     @property
     def syntax(self) -> Syntax:
@@ -239,6 +302,7 @@ class TrackerOptions:
 class InteractorOptions:
     model: ModelOptions
     max_embedding_memory_mb: int
+    limits: RequestLimits = RequestLimits()  # of one lambda-protocol request
 
     @property
     def syntax(self) -> Syntax:
