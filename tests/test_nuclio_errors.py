@@ -12,6 +12,7 @@ import zlib
 
 import PIL.Image
 import pytest
+import torch
 from nuclio_driver import NuclioFunction, frame_b64
 
 from tracker.cvat import env_options
@@ -210,6 +211,36 @@ def test_json_bytes_bodies_are_read_as_nuclio_may_pass_them(functions, video):
     body = json.dumps({"image": frame_b64(video.frames[0]), "shapes": [BOX]}).encode()
     code, answer = functions["tracker"].call(body)
     assert code == 200 and len(answer["states"]) == 1
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "fragment"),
+    [
+        ("tracker", "encode", "while encoding a frame: lower SAM2_IMAGE_SIZE=512"),
+        ("tracker", "step", "while tracking: track fewer objects at once"),
+        ("interactor", "embed", "while encoding an image: lower SAM2_IMAGE_SIZE=512"),
+    ],
+)
+def test_out_of_memory_is_a_503_with_advice_for_what_ran_out(
+    functions, video, monkeypatch, kind, where, fragment
+):
+    """The operator's to fix (or a moment's wait): 503, never the 400 of a user's mistake; and
+    the advice fits what ran out, a frame's encoding or the objects' steps."""
+    service = functions[kind].context.user_data.service
+    if kind == "tracker":
+        started = functions[kind].call({"image": frame_b64(video.frames[0]), "shapes": [BOX]})
+        body = {"image": frame_b64(video.frames[1]), "states": started[1]["states"]}
+        target = service.tracker.engine if where == "encode" else service.tracker
+        monkeypatch.setattr(target, "encode" if where == "encode" else "step_many", _out_of_memory)
+    else:
+        body = {"image": _png(61, 47), "pos_points": [[5, 5]]}  # a frame not cached yet
+        monkeypatch.setattr(service.function.segmenter, "embed", _out_of_memory)
+    code, answer = functions[kind].call(body)
+    assert code == 503 and fragment in answer["message"], answer
 
 
 def test_internal_failures_are_a_5xx_with_a_message(functions, monkeypatch):

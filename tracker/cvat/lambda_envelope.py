@@ -19,7 +19,6 @@ from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
-import torch
 
 from tracker.cvat.options import RequestLimits, Syntax
 from tracker.cvat.shape_tracker import Shape
@@ -29,8 +28,14 @@ from tracker.cvat.state_store import (
     StoreUnavailableError,
     UnknownStateError,
 )
-from tracker.cvat.user_errors import OUT_OF_MEMORY_ADVICE, USER_ERRORS, user_message
-from tracker.engine.errors import Parameter, render
+from tracker.cvat.user_errors import (
+    USER_ERRORS,
+    OutOfMemoryReportedError,
+    StageOutOfMemoryError,
+    memory_stage,
+    user_message,
+)
+from tracker.engine.errors import Parameter
 
 _log = logging.getLogger(__name__)
 
@@ -57,25 +62,25 @@ _STATUS_BY_ERROR: list[tuple[type[BaseException], int]] = [
     (StateConflictError, 409),
     (StateDroppedError, 410),
     (USER_ERRORS, 400),
-    (cvataa.BadFunctionError, 400),  # the agent functions' user errors, where they are reused
+    (OutOfMemoryReportedError, 503),  # from the agent functions' code, where it is reused
+    (cvataa.BadFunctionError, 400),  # the agent functions' user errors, likewise
     (StoreUnavailableError, 503),
-    (torch.OutOfMemoryError, 503),
+    (StageOutOfMemoryError, 503),
 ]
 
 
 def answered(work: Callable[[], dict[str, Any]]) -> Answer:
     """Run `work`, turning every exception into an error answer (logged, never a traceback)."""
     try:
-        return 200, work()
+        with memory_stage("track"):  # unless a deeper stage (encoding a frame) named it
+            return 200, work()
     except Exception as e:
         for kind, status in _STATUS_BY_ERROR:
             if isinstance(e, kind):
                 status = getattr(e, "status", status)
                 message = user_message(e, Syntax.ENV)  # parameters named as variables
-                if isinstance(e, torch.OutOfMemoryError):
-                    if torch.cuda.is_initialized():
-                        torch.cuda.empty_cache()  # give the failed request's blocks back
-                    message = render(OUT_OF_MEMORY_ADVICE["track"], Syntax.ENV.phrase)
+                if isinstance(e, StageOutOfMemoryError):
+                    message = e.advice(Syntax.ENV)
                 _log.warning("Answered %d: %s", status, message)
                 return status, {"message": message}
         _log.exception("Internal error while serving a request")
