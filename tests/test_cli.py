@@ -214,3 +214,34 @@ def test_overlay_has_a_colour_blind_safe_palette_and_a_legend():
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert PALETTE[0] in colours and PALETTE[1] in colours, "a swatch per object"
     assert (255, 255, 255) in colours, "their names, and the frame number, in white"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--box", "1,2,3", "--box wants 4 numbers, X1,Y1,X2,Y2; got 3"),
+        ("--box", "5,5,5,40", "--box 5,5,5,40: "),
+        ("--polygon", "10,10,50,50", "--polygon 10,10,50,50: "),
+    ],
+)
+def test_prompts_are_checked_before_the_model_loads(mp4, tmp_path, option, value, message):
+    """A truncated checkpoint fails only when loaded: the prompt's message comes first."""
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    checkpoint.write_bytes(b"")
+    result = run_cli("track", mp4, "--out", tmp_path / "out", option, value,
+                     "--model-id", checkpoint, "--image-size", 256)  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and "truncated" not in result.stderr, result.stderr
+
+
+def test_serve_names_its_options_as_given(tmp_path):
+    given = run_cli("serve", "--insecure", "--image-size", "100")
+    assert given.returncode == 2
+    assert "--image-size must be a multiple of 32" in given.stderr, given.stderr
+    assert "SAM2_IMAGE_SIZE" not in given.stderr
+    from_environment = subprocess.run(
+        [sys.executable, "-m", "tracker", "serve", "--insecure"], cwd=ROOT, capture_output=True,
+        text=True, timeout=300, env={**os.environ, "SAM2_IMAGE_SIZE": "100"},
+    )  # fmt: skip
+    assert from_environment.returncode == 2
+    assert "SAM2_IMAGE_SIZE must be a multiple of 32" in from_environment.stderr

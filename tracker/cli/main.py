@@ -69,9 +69,18 @@ def _shape(kind: str, value: str, width: int, height: int) -> tuple[str, list]:
         if not mask.any():
             raise CliError(f"The mask {value} is empty: paint the object with non-zero pixels.")
         return "mask", shapes.rle_from_mask(mask)
-    if kind == "polygon":
-        return "polygon", _numbers(value, "--polygon")
-    return "rectangle", _numbers(value, "--box")
+    option = "--polygon" if kind == "polygon" else "--box"
+    points = _numbers(value, option)
+    if kind == "box" and len(points) != 4:
+        raise CliError(f"--box wants 4 numbers, X1,Y1,X2,Y2; got {len(points)} ({value}).")
+    try:  # the checks the function makes, now rather than after the model has loaded
+        if kind == "polygon":
+            shapes.mask_from_polygon(points, width, height)
+        else:
+            shapes.box_from_rectangle(points, width, height)
+    except shapes.ShapeError as e:
+        raise CliError(f"{option} {value}: {e}") from e
+    return ("polygon" if kind == "polygon" else "rectangle"), points
 
 
 def _positive_int(text: str) -> int:
@@ -181,11 +190,11 @@ def _track_into(staging: Path, video, args, count: int, prompts: list, params: d
     from tracker.cvat.tracking import Sam2TrackingFunction
 
     params = {name: value for name, value in params.items() if value is not None}
-    function = Sam2TrackingFunction.from_params(params, Syntax.CLI)
     frames = video.frames(args.start, count)
     first = next(frames)
     width, height = first.size
-    objects = [_shape(kind, value, width, height) for kind, value in prompts]
+    objects = [_shape(kind, value, width, height) for kind, value in prompts]  # before loading
+    function = Sam2TrackingFunction.from_params(params, Syntax.CLI)
     writer = OutputWriter(staging, width, height, video.fps, count, [k for k, _ in objects])
     started = time.perf_counter()
     pp_image = function.preprocess_image(_Context("image"), first)

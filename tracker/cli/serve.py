@@ -91,6 +91,19 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
     )
 
 
+def phrased_for_serve(error: Exception, args: argparse.Namespace) -> str:
+    """A parameter given on this command line is named as its option (`--image-size 512`), one
+    from the environment as its variable (`SAM2_IMAGE_SIZE=512`)."""
+    from tracker.cvat.options import Syntax
+    from tracker.engine.errors import ModelConfigError
+
+    original = error.__cause__ if isinstance(error.__cause__, ModelConfigError) else error
+    if not isinstance(original, ModelConfigError):
+        return str(error)
+    given = {name for _, name, _ in _MODEL_OPTIONS if getattr(args, name, None) is not None}
+    return original.render(lambda p: (Syntax.CLI if p.name in given else Syntax.ENV).phrase(p))
+
+
 def run(args: argparse.Namespace) -> int:
     from tracker.engine.model_loading import ModelConfigError
     from tracker.serve import server
@@ -98,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args, dict(os.environ))
         server.check(config)
-    except (server.ServerConfigError, ModelConfigError) as e:
+    except server.ServerConfigError as e:
         print(f"sam2-tracker serve: error: {e}", file=sys.stderr)
+        return 2
+    except ModelConfigError as e:
+        print(f"sam2-tracker serve: error: {phrased_for_serve(e, args)}", file=sys.stderr)
         return 2
     url = server.start(config)
     print(f"SAM2 server on {url} (POST /tracker, POST /interactor, GET /health); Ctrl+C stops it")

@@ -49,7 +49,7 @@ def _parsed(text: str, spec: ParameterSpec) -> Any:
         return spec.kind(text)
     except ValueError as e:
         what = {int: "a whole number", float: "a number"}[spec.kind]
-        raise ModelConfigError(f"{variable(spec.name)} must be {what}; got {text!r}.") from e
+        raise ModelConfigError(Parameter(spec.name), f" must be {what}; got {text!r}.") from e
 
 
 def _params(environ: Mapping[str, str], specs: Sequence[ParameterSpec]) -> dict[str, Any]:
