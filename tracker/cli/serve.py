@@ -23,6 +23,7 @@ _MODEL_OPTIONS = [
     ("--dtype", "dtype", "auto, float32, bfloat16 or float16"),
     ("--image-size", "image_size", "SAM2's input size, a multiple of 32 (default: the model's)"),
     ("--max-state-memory-mb", "max_state_memory_mb", "per replica, without Redis (default 2048)"),
+    ("--threads", "threads", "PyTorch's CPU threads per replica (default: its cores, at most 8)"),
     ("--redis-url", "redis_url", "redis://:PASSWORD@HOST:PORT/0 for tracking states"),
 ]
 
