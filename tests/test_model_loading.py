@@ -183,3 +183,16 @@ def test_a_hub_id_without_its_cache_or_a_network_fails_at_once_with_one_message(
     assert result.returncode != 0
     assert "Retry" not in result.stderr, result.stderr
     assert result.stderr.count("Could not get sam2.1_hiera_base_plus.pt") == 1, result.stderr
+
+
+def test_the_readme_command_writes_a_random_checkpoint_from_the_short_config_name(tmp_path):
+    path = tmp_path / "random" / "sam2.1_hiera_tiny.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracker.devtools.checkpoints", "sam2.1_hiera_t", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m tracker.devtools.checkpoints sam2.1_hiera_t" in readme
+    function = create(model_id=str(path), image_size=256)
+    assert function.engine is not None  # the file loads as the tiny architecture
