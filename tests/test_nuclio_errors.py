@@ -48,9 +48,9 @@ def _png_claiming(width: int, height: int) -> str:
     return base64.b64encode(bytes(data)).decode()
 
 
-def _bmp() -> str:
+def _encoded(format: str) -> str:
     data = io.BytesIO()
-    PIL.Image.new("RGB", (64, 48)).save(data, format="BMP")
+    PIL.Image.new("RGB", (64, 48), (90, 120, 30)).save(data, format=format)
     return base64.b64encode(data.getvalue()).decode()
 
 
@@ -114,7 +114,11 @@ BAD = {
             "12000x9000 (108.0 megapixels), past this function's limit of 100 "
             "(SAM2_MAX_FRAME_MEGAPIXELS",
         ),
-        "frame neither JPEG nor PNG": ({"image": _bmp(), "shapes": [BOX]}, 400, "JPEG or PNG"),
+        "frame of a format CVAT never sends": (
+            {"image": _encoded("PPM"), "shapes": [BOX]},
+            400,
+            "send a JPEG or PNG frame",
+        ),
         "JSON nested too deep": (_nested(40), 400, "nests deeper than 32 levels"),
     },
     "interactor": {
@@ -155,6 +159,13 @@ def test_bad_requests_are_explained(functions, kind, name, body, status, fragmen
 def test_bodies_that_are_not_json_objects(functions, kind, body):
     code, answer = functions[kind].call(body, content_type="text/plain")
     assert code == 400 and "JSON" in answer["message"]
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "TIFF", "BMP", "WEBP"])
+def test_frames_of_the_formats_cvat_sends_are_read(functions, format):
+    """An image task's original quality sends the uploaded files as they are."""
+    code, answer = functions["tracker"].call({"image": _encoded(format), "shapes": [BOX]})
+    assert code == 200, answer
 
 
 @pytest.mark.parametrize("kind", ["tracker", "interactor"])

@@ -44,8 +44,13 @@ Answer = tuple[int, dict[str, Any]]
 #: CVAT's requests nest 4 deep (`{"shapes": [{"points": [...]}]}`); Python's parser recurses
 #: once per level and fails past about 1,000 levels with RecursionError, which is no 4xx.
 MAX_JSON_DEPTH = 32
-#: What PIL can open: the formats CVAT sends frames in, and nothing else.
-FRAME_FORMATS = ("JPEG", "PNG")
+#: What PIL may open: the formats CVAT sends frames in, and nothing else (no decoder that runs
+#: another program, like EPS's Ghostscript). Video frames come as PNG, compressed image chunks
+#: as JPEG, and an image task's original quality as the files uploaded (`FrameProvider.get_frame`
+#: returns their bytes): TIFF, BMP and WebP too. (PIL's JPEG opener also opens cameras' MPO.)
+FRAME_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
+FORMATS_ADVICE = "send a JPEG or PNG frame (TIFF, BMP and WebP are read too)"
+PIL.Image.init()  # registers every format: `open(formats=...)` looks up names it has not loaded
 
 
 class RequestError(ValueError):
@@ -152,7 +157,7 @@ def request_image(request: dict[str, Any], limits: RequestLimits) -> tuple[PIL.I
         raise limit_error(what, "max_frame_megapixels", megapixels) from e
     except (OSError, ValueError) as e:
         raise RequestError(
-            f"'image' is not an image file that can be read ({e}); send a JPEG or PNG frame."
+            f"'image' is not an image file that can be read ({e}); {FORMATS_ADVICE}."
         ) from e
     if image.width * image.height > megapixels * 1_000_000:
         size = f"{image.width}x{image.height} ({image.width * image.height / 1e6:.1f} megapixels)"
