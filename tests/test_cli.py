@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import PIL.Image
@@ -60,6 +63,13 @@ def _check_outputs(out, objects: list[str], frames: int, start: int = 0) -> None
                 continue
             assert shape["type"] == kind
             assert np.array_equal(shape_mask(kind, shape["points"], 320, 240), png > 0)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask, "a folder as mkdir makes it"
+    with av.open(str(out / "overlay.mp4")) as container:
+        (stream,) = container.streams.video
+        assert stream.codec_context.name == "h264", "browsers play H.264, not MPEG-4 Part 2"
+        assert stream.codec_context.pix_fmt == "yuv420p"
     capture = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
     ok, first = capture.read()
@@ -132,6 +142,12 @@ def test_image_folders_are_in_natural_order_and_frames_keep_their_mode(tmp_path)
     assert frame.mode == "I;16"
 
 
+def test_program_help_names_the_program_plainly():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "`" not in result.stdout, result.stdout
+    assert "sam2-tracker track" in result.stdout and "sam2-tracker serve" in result.stdout
+
+
 def test_help_is_immediate_and_shows_defaults_and_ranges():
     code = (
         "import sys; from tracker.cli.main import _parser; "
@@ -198,3 +214,34 @@ def test_overlay_has_a_colour_blind_safe_palette_and_a_legend():
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert PALETTE[0] in colours and PALETTE[1] in colours, "a swatch per object"
     assert (255, 255, 255) in colours, "their names, and the frame number, in white"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--box", "1,2,3", "--box wants 4 numbers, X1,Y1,X2,Y2; got 3"),
+        ("--box", "5,5,5,40", "--box 5,5,5,40: "),
+        ("--polygon", "10,10,50,50", "--polygon 10,10,50,50: "),
+    ],
+)
+def test_prompts_are_checked_before_the_model_loads(mp4, tmp_path, option, value, message):
+    """A truncated checkpoint fails only when loaded: the prompt's message comes first."""
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    checkpoint.write_bytes(b"")
+    result = run_cli("track", mp4, "--out", tmp_path / "out", option, value,
+                     "--model-id", checkpoint, "--image-size", 256)  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and "truncated" not in result.stderr, result.stderr
+
+
+def test_serve_names_its_options_as_given(tmp_path):
+    given = run_cli("serve", "--insecure", "--image-size", "100")
+    assert given.returncode == 2
+    assert "--image-size must be a multiple of 32" in given.stderr, given.stderr
+    assert "SAM2_IMAGE_SIZE" not in given.stderr
+    from_environment = subprocess.run(
+        [sys.executable, "-m", "tracker", "serve", "--insecure"], cwd=ROOT, capture_output=True,
+        text=True, timeout=300, env={**os.environ, "SAM2_IMAGE_SIZE": "100"},
+    )  # fmt: skip
+    assert from_environment.returncode == 2
+    assert "SAM2_IMAGE_SIZE must be a multiple of 32" in from_environment.stderr

@@ -3,6 +3,8 @@ input bit for bit as upstream's video loader makes it."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -73,3 +75,51 @@ def test_every_8_bit_value_maps_as_upstream_does():
     values = np.repeat(np.arange(256, dtype=np.uint8), 3).reshape(16, 16, 3)
     image = PIL.Image.fromarray(values)
     assert torch.equal(to_model_input(image, 16), upstream_model_input(image, 16))
+
+
+def _whole_frame_reference(values: np.ndarray, mode: str, image_size: int) -> torch.Tensor:
+    """The fixed mapping on the whole frame at once, RGB, then upstream's steps: what the
+    frame-by-bands and resize-greyscale-first path must equal bit for bit."""
+    scale = 255.0 if mode == "F" else 1 / 257
+    wide = values.astype(np.float64 if mode == "F" else np.int64)
+    grey = np.clip(np.nan_to_num(wide * scale), 0, 255).round().astype(np.uint8)
+    rgb = PIL.Image.fromarray(grey, mode="L").convert("RGB")
+    pixels = np.array(rgb.resize((image_size, image_size)))
+    tensor = torch.from_numpy(pixels / 255.0).permute(2, 0, 1).to(torch.float32)
+    return (tensor - IMAGE_MEAN) / IMAGE_STD
+
+
+@pytest.mark.parametrize("image_size", [64, 256])
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "L"])
+def test_greyscale_frames_of_every_depth_give_the_whole_frame_mapping(mode, image_size):
+    rng = np.random.default_rng(7)
+    height = 600  # more rows than one band of the conversion
+    if mode == "F":
+        values = rng.uniform(-0.2, 1.2, (height, 301)).astype(np.float32)
+        values[5, 5] = np.nan
+    elif mode == "L":
+        values = rng.integers(0, 256, (height, 301), dtype=np.uint8)
+    else:
+        dtype = np.uint16 if mode == "I;16" else np.int32
+        values = rng.integers(0 if mode == "I;16" else -3000, 65536, (height, 301)).astype(dtype)
+    image = PIL.Image.fromarray(values)
+    assert image.mode == mode
+    reference = _whole_frame_reference(
+        values.astype(np.int64) * 257 if mode == "L" else values, mode, image_size
+    )
+    assert torch.equal(to_model_input(image, image_size), reference)
+
+
+def test_a_16_bit_frame_becomes_8_bits_without_wide_copies():
+    """16-bit PNGs of aerial footage reach 120 megapixels: int64 and float64 copies of such a
+    frame took gigabytes (29 bytes a pixel). The conversion may hold the 8-bit result and one
+    copy of it."""
+    values = np.random.default_rng(0).integers(0, 65536, (2000, 1500)).astype(np.uint16)
+    image = PIL.Image.fromarray(values)
+    tracemalloc.start()
+    try:
+        to_rgb(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * values.size, f"{peak / values.size:.1f} bytes per pixel"

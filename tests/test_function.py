@@ -6,7 +6,6 @@ import json
 
 import attrs
 import cvat_sdk.auto_annotation as cvataa
-import numpy as np
 import pytest
 import torch
 from cvat_sdk.masks import decode_mask
@@ -84,9 +83,11 @@ def test_mask_polygon_and_rectangle_tracked_together(function, worker, video, mo
             assert shape is not None and shape.type == kind
             json.dumps(attrs.asdict(shape))  # the agent sends this as JSON
             assert_valid_shape(kind, shape.points, width, height)
+            # The agent steps the three objects as one batch, the reference one by one: float
+            # rounding may move a pixel at an edge, so the promise is IoU >= 0.999, not bits.
             if kind == "mask":
                 decoded = decode_mask(shape.points, image_width=width, image_height=height)
-                assert np.array_equal(decoded, reference)
+                assert iou(decoded, reference) >= 0.999
             elif kind == "polygon":
                 # A polygon is one ring: with random weights SAM2's masks are striped, so it is
                 # compared with the mask's largest region, holes filled (see test_shapes.py for
@@ -94,7 +95,11 @@ def test_mask_polygon_and_rectangle_tracked_together(function, worker, video, mo
                 drawn = shapes.mask_from_polygon(shape.points, width, height)
                 assert iou(drawn, largest_region_filled(reference)) >= 0.95
             else:
-                assert shape.points == shapes.rectangle_from_mask(reference)
+                drawn = shapes.mask_from_rectangle(shape.points, width, height)
+                box = shapes.mask_from_rectangle(
+                    shapes.rectangle_from_mask(reference), width, height
+                )
+                assert iou(drawn, box) >= 0.99  # a moved edge pixel moves a side by one
 
 
 BAD_SHAPES = {

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import pytest
@@ -15,6 +20,8 @@ from tracker.cvat.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 from tracker.devtools.checkpoints import ensure_hf_checkpoint
 from tracker.engine.model_loading import resolve_dtype
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SMALL = "facebook/sam2-hiera-small"
 
@@ -152,3 +159,40 @@ def test_out_of_memory_while_loading_encoding_or_stepping_says_what_to_lower(
             worker.track(video.image(1), [state])
     (shape,) = worker.track(video.image(1), [state])  # the agent goes on once memory is free
     assert shape is not None
+
+
+@pytest.mark.parametrize("offline", ["1", "0"], ids=["HF_HUB_OFFLINE", "no network"])
+def test_a_hub_id_without_its_cache_or_a_network_fails_at_once_with_one_message(tmp_path, offline):
+    """The Hub's client retried five times (23 s, each warning printed twice) before its error;
+    a refused connection (a closed port on loopback stands for no network) must end it at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "empty-cache"),
+        "HF_HUB_OFFLINE": offline,
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port}",
+    }
+    code = (
+        "from tracker.engine import model_loading as m\n"
+        "m._checkpoint_file(m.resolve_model('facebook/sam2.1-hiera-base-plus'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=environment, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert "Retry" not in result.stderr, result.stderr
+    assert result.stderr.count("Could not get sam2.1_hiera_base_plus.pt") == 1, result.stderr
+
+
+def test_the_readme_command_writes_a_random_checkpoint_from_the_short_config_name(tmp_path):
+    path = tmp_path / "random" / "sam2.1_hiera_tiny.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracker.devtools.checkpoints", "sam2.1_hiera_t", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m tracker.devtools.checkpoints sam2.1_hiera_t" in readme
+    function = create(model_id=str(path), image_size=256)
+    assert function.engine is not None  # the file loads as the tiny architecture

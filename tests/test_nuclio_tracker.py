@@ -209,3 +209,16 @@ def test_one_image_decode_and_encoder_pass_per_request(environment, tiny_checkpo
     assert status == 200 and len(encoded) == 1
     status, answer = function.call(tracker_body(video.frames[1], None, answer["states"]))
     assert status == 200 and len(encoded) == 2
+
+
+def test_a_dropped_state_names_the_variable_that_gives_states_more_memory(
+    environment, tiny_checkpoint, video
+):
+    environment.setenv("SAM2_MAX_STATE_MEMORY_MB", "1")  # 40 objects just started take more
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)] * 40, None))
+    assert status == 200, answer
+    status, answer = function.call(tracker_body(video.frames[1], None, answer["states"][:1]))
+    assert status == 410, answer
+    assert "SAM2_MAX_STATE_MEMORY_MB=2" in answer["message"], answer["message"]
+    assert "max_state_memory_mb" not in answer["message"]

@@ -45,3 +45,46 @@ def test_option_errors_carry_parameters_not_one_syntax(syntax):
     with pytest.raises(ModelConfigError) as error:
         TrackerOptions.from_params({"max_state_memory_mb": "many"}, syntax=syntax)
     assert syntax.phrase(Parameter("max_state_memory_mb", 256)) in user_message(error.value, syntax)
+
+
+def test_threads_are_a_parameter_of_every_interface(tiny_checkpoint, monkeypatch):
+    """`-p threads=int:1`, `--threads 1`, `SAM2_THREADS=1`: PyTorch's CPU threads."""
+    import torch
+
+    from tracker.cli.main import _parser
+    from tracker.cli.serve import config_from_args
+    from tracker.cvat import env_options
+    from tracker.cvat.tracking import create
+
+    assert env_options.tracker_options({"SAM2_THREADS": "3"}).model.threads == 3
+    assert _parser().parse_args(["track", "v", "--out", "o", "--threads", "2"]).threads == 2
+    serve_args = _parser().parse_args(["serve", "--threads", "2"])
+    assert config_from_args(serve_args, {}).settings["SAM2_THREADS"] == "2"
+    with pytest.raises(ModelConfigError, match="SAM2_THREADS must be a whole number of at least"):
+        env_options.tracker_options({"SAM2_THREADS": "0"})
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        function = create(image_size=256, threads=1)
+        function.engine  # noqa: B018 - loading applies the threads
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("cores", "omp", "expected"), [(64, None, 8), (3, None, 3), (1, None, 1), (64, "4", None)]
+)
+def test_default_threads_are_the_cores_this_process_may_use_capped(
+    monkeypatch, cores, omp, expected
+):
+    import os
+
+    from tracker.cvat import options
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert options.default_threads() == expected

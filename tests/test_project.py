@@ -24,6 +24,17 @@ def test_ci_runs_exactly_the_readme_commands():
         assert command in ci_lines
 
 
+def test_every_set_up_path_installs_what_the_tests_import():
+    """The CPU-only set-up must pass the same test command as the default one."""
+    text = (ROOT / "README.md").read_text()
+    installs = [
+        set(extras.split(",")) for extras in re.findall(r'pip install -e "\.\[([^\]]*)\]"', text)
+    ]
+    for_tests = [extras for extras in installs if "test" in extras]
+    assert len(for_tests) >= 2, "the default and the CPU-only set-up"
+    assert all(extras == {"test", "server"} for extras in for_tests), for_tests
+
+
 def test_code_is_ruff_clean():
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True

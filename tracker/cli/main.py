@@ -14,8 +14,8 @@ import dataclasses
 import logging
 import shutil
 import sys
-import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
@@ -69,9 +69,18 @@ def _shape(kind: str, value: str, width: int, height: int) -> tuple[str, list]:
         if not mask.any():
             raise CliError(f"The mask {value} is empty: paint the object with non-zero pixels.")
         return "mask", shapes.rle_from_mask(mask)
-    if kind == "polygon":
-        return "polygon", _numbers(value, "--polygon")
-    return "rectangle", _numbers(value, "--box")
+    option = "--polygon" if kind == "polygon" else "--box"
+    points = _numbers(value, option)
+    if kind == "box" and len(points) != 4:
+        raise CliError(f"--box wants 4 numbers, X1,Y1,X2,Y2; got {len(points)} ({value}).")
+    try:  # the checks the function makes, now rather than after the model has loaded
+        if kind == "polygon":
+            shapes.mask_from_polygon(points, width, height)
+        else:
+            shapes.box_from_rectangle(points, width, height)
+    except shapes.ShapeError as e:
+        raise CliError(f"{option} {value}: {e}") from e
+    return ("polygon" if kind == "polygon" else "rectangle"), points
 
 
 def _positive_int(text: str) -> int:
@@ -98,9 +107,18 @@ def _add_parameter(group: argparse._ArgumentGroup, spec: ParameterSpec) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam2-tracker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="sam2-tracker",
+        description="SAM2 for CVAT without CVAT: 'sam2-tracker track' runs the CVAT tracking "
+        "function on a local video; 'sam2-tracker serve' serves SAM2 to CVAT's Nuclio functions.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    track = commands.add_parser("track", help="track objects through a video or image folder")
+    track = commands.add_parser(
+        "track",
+        help="track objects through a video or image folder",
+        description="Run the CVAT tracking function on a local video or image folder, without "
+        "CVAT, and write masks, annotations.json, overlay.mp4 and preview.png.",
+    )
     track.add_argument("input", type=Path, help="a video file or a folder of images")
     track.add_argument("--out", type=Path, required=True, help="a new or empty folder for results")
     track.add_argument(
@@ -129,7 +147,11 @@ def _staging_folder(out: Path, overwrite: bool) -> Path:
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--out {out} is not empty: choose another folder, or add --overwrite.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdir, not tempfile.mkdtemp (always 0700): the results get the mode any new folder gets
+    # under the user's umask, and a name taken already fails rather than mixing runs.
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    return staging
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -168,11 +190,11 @@ def _track_into(staging: Path, video, args, count: int, prompts: list, params: d
     from tracker.cvat.tracking import Sam2TrackingFunction
 
     params = {name: value for name, value in params.items() if value is not None}
-    function = Sam2TrackingFunction.from_params(params, Syntax.CLI)
     frames = video.frames(args.start, count)
     first = next(frames)
     width, height = first.size
-    objects = [_shape(kind, value, width, height) for kind, value in prompts]
+    objects = [_shape(kind, value, width, height) for kind, value in prompts]  # before loading
+    function = Sam2TrackingFunction.from_params(params, Syntax.CLI)
     writer = OutputWriter(staging, width, height, video.fps, count, [k for k, _ in objects])
     started = time.perf_counter()
     pp_image = function.preprocess_image(_Context("image"), first)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fractions
 import json
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import PIL.Image
@@ -70,6 +72,31 @@ def _legend(picture: np.ndarray, labels: list[str], frame: int) -> None:
         cv2.putText(picture, text, (line, baseline), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+class H264Writer:
+    """An MP4 of H.264 in yuv420p, the video browsers and common players play (OpenCV's wheels
+    write only MPEG-4 Part 2, which browsers do not). PyAV's wheels ship FFmpeg with libx264;
+    H.264 in 4:2:0 needs even sizes, so an odd last row or column is repeated."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
+        self._container = av.open(str(path), mode="w")
+        rate = fractions.Fraction(fps).limit_denominator(1001) if fps > 0 else 25
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": "20", "preset": "veryfast"}
+
+    def write(self, rgb: np.ndarray) -> None:
+        height, width = rgb.shape[:2]
+        if width % 2 or height % 2:
+            rgb = np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
+        self._container.close()
+
+
 class OutputWriter:
     """Writes every frame's results as they come, and the summary files at the end."""
 
@@ -81,11 +108,7 @@ class OutputWriter:
         self.labels = [f"object {i}: {kind}" for i, kind in enumerate(kinds)]
         self.width, self.height = width, height
         (out / "masks").mkdir(parents=True, exist_ok=True)
-        self._video = cv2.VideoWriter(
-            str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
-        )
-        if not self._video.isOpened():
-            raise OSError(f"OpenCV cannot write {out / 'overlay.mp4'}")
+        self._video = H264Writer(out / "overlay.mp4", width, height, fps)
         step = max(frame_count // PREVIEW_FRAMES, 1)
         self._preview_at = set(range(0, frame_count, step)[:PREVIEW_FRAMES])
         self._previews: list[np.ndarray] = []
@@ -107,7 +130,7 @@ class OutputWriter:
                        for i, r in enumerate(results)],
         })  # fmt: skip
         picture = overlay(image, masks, self.labels, frame)
-        self._video.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        self._video.write(picture)
         if self._written in self._preview_at:
             scale = PREVIEW_WIDTH / self.width
             size = (PREVIEW_WIDTH, max(round(self.height * scale), 1))
@@ -116,7 +139,7 @@ class OutputWriter:
         self._written += 1
 
     def close(self) -> None:
-        self._video.release()
+        self._video.close()
         annotations = {"width": self.width, "height": self.height, "objects": self.objects,
                        "frames": self._frames}  # fmt: skip
         (self.out / "annotations.json").write_text(json.dumps(annotations, indent=1))

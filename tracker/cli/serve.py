@@ -23,8 +23,20 @@ _MODEL_OPTIONS = [
     ("--dtype", "dtype", "auto, float32, bfloat16 or float16"),
     ("--image-size", "image_size", "SAM2's input size, a multiple of 32 (default: the model's)"),
     ("--max-state-memory-mb", "max_state_memory_mb", "per replica, without Redis (default 2048)"),
+    ("--threads", "threads", "PyTorch's CPU threads per replica (default: its cores, at most 8)"),
     ("--redis-url", "redis_url", "redis://:PASSWORD@HOST:PORT/0 for tracking states"),
 ]
+
+
+def _limit_options() -> list[tuple[str, str, str]]:
+    """The limits of one request, from the parameter table (`SAM2_MAX_OBJECTS`, ...)."""
+    from tracker.cvat.options import INTERACTOR_LIMITS, TRACKER_LIMITS
+
+    specs = {spec.name: spec for spec in (*TRACKER_LIMITS, *INTERACTOR_LIMITS)}.values()
+    return [("--" + s.name.replace("_", "-"), s.name, f"{s.help} ({s.default})") for s in specs]
+
+
+_MODEL_OPTIONS += _limit_options()
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -80,6 +92,19 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
     )
 
 
+def phrased_for_serve(error: Exception, args: argparse.Namespace) -> str:
+    """A parameter given on this command line is named as its option (`--image-size 512`), one
+    from the environment as its variable (`SAM2_IMAGE_SIZE=512`)."""
+    from tracker.cvat.options import Syntax
+    from tracker.engine.errors import ModelConfigError
+
+    original = error.__cause__ if isinstance(error.__cause__, ModelConfigError) else error
+    if not isinstance(original, ModelConfigError):
+        return str(error)
+    given = {name for _, name, _ in _MODEL_OPTIONS if getattr(args, name, None) is not None}
+    return original.render(lambda p: (Syntax.CLI if p.name in given else Syntax.ENV).phrase(p))
+
+
 def run(args: argparse.Namespace) -> int:
     from tracker.cvat.options import ModelConfigError
     from tracker.serve import server
@@ -87,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args, dict(os.environ))
         server.check(config)
-    except (server.ServerConfigError, ModelConfigError) as e:
+    except server.ServerConfigError as e:
         print(f"sam2-tracker serve: error: {e}", file=sys.stderr)
+        return 2
+    except ModelConfigError as e:
+        print(f"sam2-tracker serve: error: {phrased_for_serve(e, args)}", file=sys.stderr)
         return 2
     url = server.start(config)
     print(f"SAM2 server on {url} (POST /tracker, POST /interactor, GET /health); Ctrl+C stops it")

@@ -16,10 +16,13 @@ from typing import Any
 import redis
 
 from tracker.cvat.options import (
+    INTERACTOR_LIMITS,
     INTERACTOR_PARAMETERS,
+    TRACKER_LIMITS,
     TRACKER_PARAMETERS,
     InteractorOptions,
     ParameterSpec,
+    RequestLimits,
     Syntax,
     TrackerOptions,
 )
@@ -46,7 +49,7 @@ def _parsed(text: str, spec: ParameterSpec) -> Any:
         return spec.kind(text)
     except ValueError as e:
         what = {int: "a whole number", float: "a number"}[spec.kind]
-        raise ModelConfigError(f"{variable(spec.name)} must be {what}; got {text!r}.") from e
+        raise ModelConfigError(Parameter(spec.name), f" must be {what}; got {text!r}.") from e
 
 
 def _params(environ: Mapping[str, str], specs: Sequence[ParameterSpec]) -> dict[str, Any]:
@@ -55,8 +58,13 @@ def _params(environ: Mapping[str, str], specs: Sequence[ParameterSpec]) -> dict[
 
 
 def tracker_options(environ: Mapping[str, str]) -> TrackerOptions:
+    """The tracker's parameters and the limits of one request (these two only for Nuclio and
+    the server: the agent functions take no limits)."""
     with phrased_for_env():
-        return TrackerOptions.from_params(_params(environ, TRACKER_PARAMETERS), syntax=Syntax.ENV)
+        params = _params(environ, (*TRACKER_PARAMETERS, *TRACKER_LIMITS))
+        limits = RequestLimits.from_params(params)
+        options = TrackerOptions.from_params(params, syntax=Syntax.ENV)
+    return dataclasses.replace(options, limits=limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +75,10 @@ class InteractorSettings:
 
 def interactor_settings(environ: Mapping[str, str]) -> InteractorSettings:
     with phrased_for_env():
-        options = InteractorOptions.from_params(
-            _params(environ, INTERACTOR_PARAMETERS), syntax=Syntax.ENV
-        )
+        params = _params(environ, (*INTERACTOR_PARAMETERS, *INTERACTOR_LIMITS))
+        limits = RequestLimits.from_params(params)
+        options = InteractorOptions.from_params(params, syntax=Syntax.ENV)
+    options = dataclasses.replace(options, limits=limits)
     answer = environ.get(variable("interactor_answer"), "").strip() or "shapes"
     if answer not in INTERACTOR_ANSWERS:
         raise ModelConfigError(

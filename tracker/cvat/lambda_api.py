@@ -32,10 +32,8 @@ from tracker.cvat.lambda_envelope import (
     RequestError,
     answer_shape,
     answered,
-    request_image,
-    request_list,
     request_object,
-    request_shape,
+    tracker_request,
 )
 from tracker.cvat.shape_tracker import Shape, ShapeTracker
 from tracker.cvat.state_store import (
@@ -72,28 +70,11 @@ class LambdaTracker:
         return answered(lambda: self.track(request_object(body)))
 
     def track(self, request: dict[str, Any]) -> dict[str, Any]:
-        shapes, states = request_list(request, "shapes"), request_list(request, "states")
-        if shapes is None and states is None:
-            raise RequestError("The request needs 'shapes' to start objects or 'states'.")
-        shapes = [None] * len(states) if shapes is None else shapes
-        states = [None] * len(shapes) if states is None else states
-        if len(shapes) != len(states):
-            raise RequestError(
-                f"The request has {len(shapes)} shapes but {len(states)} states; send one state "
-                "(or null, to start an object) per shape."
-            )
-        starts: dict[int, tuple[Shape, bool]] = {}
-        continued: dict[int, tuple[str, int]] = {}
-        for index, (shape, state) in enumerate(zip(shapes, states, strict=True)):
-            if state is None:
-                if shape is None:
-                    raise RequestError(f"Shape {index} has neither points nor a state.")
-                starts[index] = request_shape(shape)
-            else:
-                continued[index] = parse_token(state)
+        checked = tracker_request(request, self.tracker.options.limits)
+        starts, image = checked.starts, checked.image
+        continued = {i: parse_token(s) for i, s in enumerate(checked.states) if s is not None}
         _refuse_twice_named(continued)
-        image, data = request_image(request)
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = hashlib.blake2b(checked.data, digest_size=16).hexdigest()
         try:
             answers = self._attempt(image, digest, starts, continued, may_step=True)
         except StaleStateError:

@@ -15,13 +15,12 @@ import io
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
-import torch
 
-from tracker.cvat.options import Syntax
+from tracker.cvat.options import RequestLimits, Syntax
 from tracker.cvat.shape_tracker import Shape
 from tracker.cvat.state_store import (
     StateConflictError,
@@ -29,12 +28,29 @@ from tracker.cvat.state_store import (
     StoreUnavailableError,
     UnknownStateError,
 )
-from tracker.cvat.user_errors import OUT_OF_MEMORY_ADVICE, USER_ERRORS, user_message
-from tracker.engine.errors import render
+from tracker.cvat.user_errors import (
+    USER_ERRORS,
+    OutOfMemoryReportedError,
+    StageOutOfMemoryError,
+    memory_stage,
+    user_message,
+)
+from tracker.engine.errors import Parameter
 
 _log = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any]]
+
+#: CVAT's requests nest 4 deep (`{"shapes": [{"points": [...]}]}`); Python's parser recurses
+#: once per level and fails past about 1,000 levels with RecursionError, which is no 4xx.
+MAX_JSON_DEPTH = 32
+#: What PIL may open: the formats CVAT sends frames in, and nothing else (no decoder that runs
+#: another program, like EPS's Ghostscript). Video frames come as PNG, compressed image chunks
+#: as JPEG, and an image task's original quality as the files uploaded (`FrameProvider.get_frame`
+#: returns their bytes): TIFF, BMP and WebP too. (PIL's JPEG opener also opens cameras' MPO.)
+FRAME_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
+FORMATS_ADVICE = "send a JPEG or PNG frame (TIFF, BMP and WebP are read too)"
+PIL.Image.init()  # registers every format: `open(formats=...)` looks up names it has not loaded
 
 
 class RequestError(ValueError):
@@ -51,25 +67,25 @@ _STATUS_BY_ERROR: list[tuple[type[BaseException], int]] = [
     (StateConflictError, 409),
     (StateDroppedError, 410),
     (USER_ERRORS, 400),
-    (cvataa.BadFunctionError, 400),  # the agent functions' user errors, where they are reused
+    (OutOfMemoryReportedError, 503),  # from the agent functions' code, where it is reused
+    (cvataa.BadFunctionError, 400),  # the agent functions' user errors, likewise
     (StoreUnavailableError, 503),
-    (torch.OutOfMemoryError, 503),
+    (StageOutOfMemoryError, 503),
 ]
 
 
 def answered(work: Callable[[], dict[str, Any]]) -> Answer:
     """Run `work`, turning every exception into an error answer (logged, never a traceback)."""
     try:
-        return 200, work()
+        with memory_stage("track"):  # unless a deeper stage (encoding a frame) named it
+            return 200, work()
     except Exception as e:
         for kind, status in _STATUS_BY_ERROR:
             if isinstance(e, kind):
                 status = getattr(e, "status", status)
                 message = user_message(e, Syntax.ENV)  # parameters named as variables
-                if isinstance(e, torch.OutOfMemoryError):
-                    if torch.cuda.is_initialized():
-                        torch.cuda.empty_cache()  # give the failed request's blocks back
-                    message = render(OUT_OF_MEMORY_ADVICE["track"], Syntax.ENV.phrase)
+                if isinstance(e, StageOutOfMemoryError):
+                    message = e.advice(Syntax.ENV)
                 _log.warning("Answered %d: %s", status, message)
                 return status, {"message": message}
         _log.exception("Internal error while serving a request")
@@ -79,6 +95,24 @@ def answered(work: Callable[[], dict[str, Any]]) -> Answer:
         }
 
 
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))  # type: ignore[union-attr]
+    return False
+
+
+def _too_deep() -> RequestError:
+    return RequestError(
+        f"The request's JSON nests deeper than {MAX_JSON_DEPTH} levels; CVAT's requests nest 4."
+    )
+
+
 def request_object(body: object) -> dict[str, Any]:
     """The request as a dict: Nuclio gives JSON bodies as dicts, others as bytes or text."""
     if isinstance(body, bytes | bytearray | str):
@@ -86,13 +120,28 @@ def request_object(body: object) -> dict[str, Any]:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
             raise RequestError(f"The request body is not JSON ({e}).") from e
+        except RecursionError as e:
+            raise _too_deep() from e
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
+    if _nested_deeper_than(body, MAX_JSON_DEPTH):
+        raise _too_deep()
     return body
 
 
-def request_image(request: dict[str, Any]) -> tuple[PIL.Image.Image, bytes]:
-    """The frame, decoded, and its encoded bytes (the interactor's cache key)."""
+def limit_error(what: str, name: str, limit: int) -> RequestError:
+    """A request past one of `RequestLimits`: the message names the limit and its setting."""
+    return RequestError(
+        f"{what}, past this function's limit of {limit:,} "
+        f"({Syntax.ENV.phrase(Parameter(name))}, the server's --{name.replace('_', '-')})."
+    )
+
+
+def request_image(request: dict[str, Any], limits: RequestLimits) -> tuple[PIL.Image.Image, bytes]:
+    """The frame, decoded, and its encoded bytes (the interactor's cache key).
+
+    Its size is read from the header (PIL opens lazily) and checked against the pixel limit
+    before any pixel is decoded."""
     encoded = request.get("image")
     if not isinstance(encoded, str) or not encoded:
         raise RequestError("The request has no image: send the frame as base64 in 'image'.")
@@ -100,10 +149,22 @@ def request_image(request: dict[str, Any]) -> tuple[PIL.Image.Image, bytes]:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RequestError("'image' is not valid base64; send the encoded frame file.") from e
+    megapixels = limits.max_frame_megapixels
     try:
-        image = PIL.Image.open(io.BytesIO(data))
+        image = PIL.Image.open(io.BytesIO(data), formats=FRAME_FORMATS)
+    except PIL.Image.DecompressionBombError as e:
+        what = f"The frame is larger than PIL decodes safely ({e})"
+        raise limit_error(what, "max_frame_megapixels", megapixels) from e
+    except (OSError, ValueError) as e:
+        raise RequestError(
+            f"'image' is not an image file that can be read ({e}); {FORMATS_ADVICE}."
+        ) from e
+    if image.width * image.height > megapixels * 1_000_000:
+        size = f"{image.width}x{image.height} ({image.width * image.height / 1e6:.1f} megapixels)"
+        raise limit_error(f"The frame is {size}", "max_frame_megapixels", megapixels)
+    try:
         image.load()
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as e:
+    except (OSError, ValueError) as e:
         raise RequestError(
             f"'image' is not an image file that can be read ({e}); send a JPEG or PNG frame."
         ) from e
@@ -129,6 +190,46 @@ def request_shape(raw: object) -> tuple[Shape, bool]:
         'A shape must be [x1, y1, x2, y2] or {"type": "rectangle" | "polygon" | "mask", '
         '"points": [...]}.'
     )
+
+
+class TrackerRequest(NamedTuple):
+    """A tracker request, checked: its states (None where an object starts), the shapes that
+    start objects (by index; with whether each came as a bare rectangle), the frame and its
+    encoded bytes."""
+
+    states: list[object]
+    starts: dict[int, tuple[Shape, bool]]
+    image: PIL.Image.Image
+    data: bytes
+
+
+def tracker_request(request: dict[str, Any], limits: RequestLimits) -> TrackerRequest:
+    """The request checked before any work; past a limit of `limits` it is refused whole."""
+    shapes, states = request_list(request, "shapes"), request_list(request, "states")
+    if shapes is None and states is None:
+        raise RequestError("The request needs 'shapes' to start objects or 'states'.")
+    shapes = [None] * len(states) if shapes is None else shapes  # type: ignore[arg-type]
+    states = [None] * len(shapes) if states is None else states
+    if len(shapes) != len(states):
+        raise RequestError(
+            f"The request has {len(shapes)} shapes but {len(states)} states; send one state "
+            "(or null, to start an object) per shape."
+        )
+    if len(states) > limits.max_objects:
+        what = f"The request carries {len(states):,} objects"
+        raise limit_error(what, "max_objects", limits.max_objects)
+    starts: dict[int, tuple[Shape, bool]] = {}
+    for index, (shape, state) in enumerate(zip(shapes, states, strict=True)):
+        if state is None:
+            if shape is None:
+                raise RequestError(f"Shape {index} has neither points nor a state.")
+            starts[index] = request_shape(shape)
+            points = len(starts[index][0].points) // 2
+            if starts[index][0].type == "polygon" and points > limits.max_polygon_points:
+                what = f"Polygon {index} has {points:,} points"
+                raise limit_error(what, "max_polygon_points", limits.max_polygon_points)
+    image, data = request_image(request, limits)
+    return TrackerRequest(states, starts, image, data)
 
 
 def answer_shape(shape: Shape, legacy: bool) -> object:

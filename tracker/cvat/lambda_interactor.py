@@ -30,6 +30,7 @@ from tracker.cvat.lambda_envelope import (
     Answer,
     RequestError,
     answered,
+    limit_error,
     request_image,
     request_object,
 )
@@ -145,10 +146,13 @@ class LambdaInteractor:
         return answered(lambda: self.interact(request_object(body)))
 
     def interact(self, request: dict[str, Any]) -> dict[str, Any]:
-        prompts = _Prompts(
-            _points(request, "pos_points"), _points(request, "neg_points"), _box(request)
-        )
-        image, data = request_image(request)
+        limits = self.function.options.limits
+        positive, negative = _points(request, "pos_points"), _points(request, "neg_points")
+        if len(positive) + len(negative) > limits.max_clicks:
+            what = f"The request carries {len(positive) + len(negative):,} clicks"
+            raise limit_error(what, "max_clicks", limits.max_clicks)
+        prompts = _Prompts(positive, negative, _box(request))
+        image, data = request_image(request, limits)
         embedding = self._embedding(image, data)
         shapes = self.function.detect(None, embedding, prompts)  # type: ignore[arg-type]
         if self.answer == "mask":

@@ -15,9 +15,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
+from tracker.cvat.parameters import (
+    INTERACTOR_LIMITS,
+    TRACKER_LIMITS,
+    ParameterSpec,
+    RequestLimits,
+    take,
+)
 from tracker.engine.errors import ModelConfigError, Parameter
+
+__all__ = ["INTERACTOR_LIMITS", "TRACKER_LIMITS", "ParameterSpec", "RequestLimits", "take"]
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +43,9 @@ DEFAULT_MAX_STATE_MEMORY_MB = 2048
 #: About 64 embeddings at 1024 px (16 MB each), 1,000 at 256 px.
 DEFAULT_MAX_EMBEDDING_MEMORY_MB = 1024
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: PyTorch's CPU threads by default: more rarely help SAM2's small matrices, and on a many-core
+#: host shared with other work each extra thread waits for a core.
+MAX_DEFAULT_THREADS = 8
 
 
 class Syntax(enum.Enum):
@@ -60,17 +73,6 @@ class Syntax(enum.Enum):
 
 def _text(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter of the table: what `--help`, the README and the checks agree on."""
-
-    name: str
-    kind: type
-    default: Any
-    help: str
-    choices: tuple[str, ...] | None = None
 
 
 MODEL_PARAMETERS = (
@@ -105,6 +107,14 @@ MODEL_PARAMETERS = (
         "SAM2's square input size, a multiple of 32 of at least 64; smaller is faster but "
         "coarser (default: the model's, 1024)",
     ),
+    ParameterSpec(
+        "threads",
+        int,
+        None,
+        "PyTorch's CPU threads; on a machine shared with other work, 1 or 2 can be many times "
+        f"faster (default: the cores this process may use, at most {MAX_DEFAULT_THREADS}, "
+        "unless OMP_NUM_THREADS is set)",
+    ),
 )
 TRACKER_PARAMETERS = (
     *MODEL_PARAMETERS,
@@ -131,31 +141,25 @@ INTERACTOR_PARAMETERS = (
         "used are dropped (and computed again when their image is clicked)",
     ),
 )
-_EXAMPLES: dict[type, Any] = {str: "VALUE", int: 256, float: 1.5, bool: True}
-
-
-def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
-    """Remove `name` from `params` and check its type; cvat-cli's -p gives str, int, float, bool."""
-    value = params.pop(name, default)
-    if value is default:
-        return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ModelConfigError(
-            "Parameter ",
-            Parameter(name),
-            f" must be a {kind.__name__}: pass it as ",
-            Parameter(name, _EXAMPLES[kind]),
-            ".",
-        )
-    return value
 
 
 def _positive(value: int, name: str) -> int:
     if value <= 0:
         raise ModelConfigError(Parameter(name), " must be a positive number of megabytes.")
     return value
+
+
+def default_threads() -> int | None:
+    """The cores this process may use (its CPU affinity: a container's or `taskset`'s share,
+    where PyTorch counts the host's), at most `MAX_DEFAULT_THREADS`; None, leaving PyTorch
+    alone, when the user set `OMP_NUM_THREADS`."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +173,7 @@ class ModelOptions:
     builder: model_loading.Builder
     builder_options: dict[str, Any]
     syntax: Syntax = Syntax.AGENT  # how messages name parameters to this function's users
+    threads: int | None = None  # PyTorch's CPU threads; None: `default_threads()`
 
     @classmethod
     def from_params(
@@ -187,6 +192,9 @@ class ModelOptions:
         device = model_loading.resolve_device(take(params, "device", str, "auto"))
         dtype = model_loading.resolve_dtype(take(params, "dtype", str, "auto"), device)
         image_size = model_loading.check_image_size(take(params, "image_size", int, None))
+        threads = take(params, "threads", int, None)
+        if threads is not None and threads < 1:
+            raise ModelConfigError(Parameter("threads"), " must be a whole number of at least 1.")
         return cls(
             reference=model_loading.resolve_model(model_id, config),
             device=device,
@@ -195,10 +203,18 @@ class ModelOptions:
             builder=builder,
             builder_options=model_loading.check_builder_options(params, builder),
             syntax=syntax,
+            threads=threads,
         )
 
     def load(self) -> SAM2Base:
+        import torch
+
         from tracker.engine import model_loading
+
+        threads = self.threads or default_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        _log.info("PyTorch uses %d CPU threads", torch.get_num_threads())
 
         model = model_loading.build_model(
             self.reference, self.device, self.image_size, self.builder_options, self.builder
@@ -212,6 +228,7 @@ class TrackerOptions:
     model: ModelOptions
     polygon_tolerance: float
     max_state_memory_mb: int
+    limits: RequestLimits = RequestLimits()  # of one lambda-protocol request
 
     @property
     def syntax(self) -> Syntax:
@@ -239,6 +256,7 @@ class TrackerOptions:
 class InteractorOptions:
     model: ModelOptions
     max_embedding_memory_mb: int
+    limits: RequestLimits = RequestLimits()  # of one lambda-protocol request
 
     @property
     def syntax(self) -> Syntax:

@@ -18,6 +18,7 @@ import PIL.Image
 
 from tracker.cvat import shapes
 from tracker.cvat.options import TrackerOptions
+from tracker.cvat.user_errors import memory_stage
 from tracker.engine.frames import FrameError, to_rgb
 from tracker.engine.results import on_host
 from tracker.engine.streaming import FrameFeatures, ObjectState, Prediction, StreamingSam2
@@ -76,7 +77,8 @@ class ShapeTracker:
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """One image-encoder pass per frame, shared by every object tracked on it."""
-        return self.engine.encode(image)
+        with memory_stage("encode"):  # the advice fits the frame, not the objects
+            return self.engine.encode(image)
 
     def start(self, frame: FrameFeatures, shape: Shape) -> TrackedObject:
         """Start tracking `shape`, drawn on `frame`."""

@@ -24,8 +24,14 @@ USER_ERRORS = (FrameError, ModelConfigError, PromptError, ShapeError)
 
 
 def user_message(error: Exception, syntax: Syntax = Syntax.AGENT) -> str:
-    """The message of one of `USER_ERRORS`, with parameters named as `syntax` writes them."""
-    return syntax.render(error) if isinstance(error, ModelConfigError) else str(error)
+    """The message of an error, with parameters named as `syntax` writes them: a
+    `ModelConfigError`, or an error made of one (a store's `StateDroppedError` carries
+    `dropped_state_message`)."""
+    if isinstance(error, ModelConfigError):
+        return syntax.render(error)
+    if len(error.args) == 1 and isinstance(error.args[0], ModelConfigError):
+        return syntax.render(error.args[0])
+    return str(error)
 
 
 #: What to do when the GPU runs out of memory, by what was running: loading the model, encoding
@@ -62,17 +68,48 @@ OUT_OF_MEMORY_ADVICE = {
 }
 
 
+class StageOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory during `stage` (a key of `OUT_OF_MEMORY_ADVICE`): what was
+    running decides the advice, as a frame's encoding needs other remedies than many objects."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(render(OUT_OF_MEMORY_ADVICE[stage]))
+        self.stage = stage
+
+    def advice(self, syntax: Syntax) -> str:
+        return render(OUT_OF_MEMORY_ADVICE[self.stage], syntax.phrase)
+
+
+class OutOfMemoryReportedError(cvataa.BadFunctionError):
+    """Running out of GPU memory, told to the user; a lambda-protocol answer makes it a 503
+    (the operator's to fix, or to retry later), not a 400 like other `BadFunctionError`s."""
+
+
+def _give_memory_back() -> None:
+    """The failed request's blocks go back to the GPU, so that the next request can succeed."""
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def memory_stage(stage: str) -> Iterator[None]:
+    """Running out of GPU memory inside becomes `StageOutOfMemoryError(stage)`."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        _give_memory_back()
+        raise StageOutOfMemoryError(stage) from e
+
+
 @contextlib.contextmanager
 def reported_to_user(syntax: Syntax = Syntax.AGENT, stage: str = "track") -> Iterator[None]:
     """Errors a user can fix become `BadFunctionError`s, phrased in `syntax`; running out of GPU
-    memory during `stage` (a key of `OUT_OF_MEMORY_ADVICE`) is one of them."""
+    memory during `stage` (unless a deeper `memory_stage` named it) is one of them."""
     try:
         yield
     except USER_ERRORS as e:
         raise cvataa.BadFunctionError(user_message(e, syntax)) from e
-    except torch.cuda.OutOfMemoryError as e:
-        # Give the failed request's blocks back, so that the next request can succeed.
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-        message = render(OUT_OF_MEMORY_ADVICE[stage], syntax.phrase)
-        raise cvataa.BadFunctionError(message) from e
+    except (torch.OutOfMemoryError, StageOutOfMemoryError) as e:
+        _give_memory_back()
+        known = e if isinstance(e, StageOutOfMemoryError) else StageOutOfMemoryError(stage)
+        raise OutOfMemoryReportedError(known.advice(syntax)) from e

@@ -7,19 +7,24 @@ random weights the score is often negative, which would empty every mask).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from pathlib import Path
 
 import torch
 from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2
 
+from tracker.engine.model_loading import resolve_config
+
 OBJECT_SCORE_BIAS = 8.0
 _FAKE_COMMIT = hashlib.sha1(b"random-weights-v1").hexdigest()
 
 
 def write_random_checkpoint(config_name: str, path: Path, seed: int = 0) -> Path:
-    """Save a checkpoint of `config_name`'s architecture with seeded random weights."""
+    """Save a checkpoint of `config_name`'s architecture (the short `sam2.1_hiera_t`, as the
+    `config` parameter takes it, or sam2's path) with seeded random weights."""
     torch.manual_seed(seed)
+    config_name = resolve_config(config_name)
     model = build_sam2(config_name, ckpt_path=None, device="cpu", apply_postprocessing=False)
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += OBJECT_SCORE_BIAS
@@ -40,3 +45,20 @@ def ensure_hf_checkpoint(hub_cache: Path, model_id: str) -> Path:
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / "main").write_text(_FAKE_COMMIT)
     return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracker.devtools.checkpoints",
+        description="Write a SAM2 checkpoint with random weights, to try the tracker offline "
+        "(its masks are meaningless; the computation and speed are the real model's).",
+    )
+    parser.add_argument("config", help="e.g. sam2.1_hiera_t, sam2.1_hiera_s, sam2.1_hiera_b+")
+    parser.add_argument("path", type=Path, help="the .pt file to write")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_random_checkpoint(args.config, args.path, args.seed))
+
+
+if __name__ == "__main__":
+    main()

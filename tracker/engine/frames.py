@@ -29,12 +29,45 @@ def _scaled_to_8_bits(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.nan_to_num(values * scale), 0, 255).round().astype(np.uint8)
 
 
+#: Rows converted at a time from more than 8 bits to 8: the wide (float64) temporaries of the
+#: fixed mapping stay a few MB whatever the frame's size (a 120-megapixel frame in one piece made
+#: gigabytes of them).
+_ROWS_PER_CHUNK = 256
+
+
+def _high_bit_depth(image: PIL.Image.Image) -> bool:
+    return image.mode in ("I", "F") or image.mode.startswith("I;16")
+
+
+def _uint16_to_8_bits() -> np.ndarray:
+    """(65536,): the fixed mapping of every 16-bit value, computed by that mapping."""
+    return _scaled_to_8_bits(np.arange(65536, dtype=np.int64), "I;16")
+
+
+_UINT16_TO_8_BITS = _uint16_to_8_bits()
+
+
+def to_grey(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A greyscale frame of more than 8 bits as 8-bit greyscale ("L"), by the fixed mapping of
+    `_scaled_to_8_bits`, a band of rows at a time (16-bit values through a table of that
+    mapping): no copy of the whole frame but the 8-bit result."""
+    grey = np.empty((image.height, image.width), dtype=np.uint8)
+    for top in range(0, image.height, _ROWS_PER_CHUNK):
+        bottom = min(top + _ROWS_PER_CHUNK, image.height)
+        # NumPy's view of a whole PIL image costs two copies of it; a band costs two of a band.
+        values = np.asarray(image.crop((0, top, image.width, bottom)))
+        if values.dtype.kind == "u" and values.dtype.itemsize == 2:
+            grey[top:bottom] = _UINT16_TO_8_BITS[values]  # indexing makes int64 indices
+        else:
+            wide = np.float64 if values.dtype.kind == "f" else np.int64
+            grey[top:bottom] = _scaled_to_8_bits(values.astype(wide), image.mode)
+    return PIL.Image.fromarray(grey, mode="L")
+
+
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     """The frame as 8-bit RGB. Greyscale becomes equal R, G and B, as upstream's loader does."""
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        values = np.asarray(image)
-        values = values.astype(np.float64 if values.dtype.kind == "f" else np.int64)
-        return PIL.Image.fromarray(_scaled_to_8_bits(values, image.mode), mode="L").convert("RGB")
+    if _high_bit_depth(image):
+        return to_grey(image).convert("RGB")
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as e:
@@ -61,8 +94,16 @@ def to_model_input(image: PIL.Image.Image, image_size: int) -> torch.Tensor:
     The same values as upstream's steps, looked up per 8-bit value instead of computed per pixel
     through float64 (a third of the work at 1024 px; `tests/test_frames.py` checks the bits).
     """
-    rgb = image if image.mode == "RGB" else to_rgb(image)  # RGB needs no converted copy
-    pixels = np.asarray(rgb.resize((image_size, image_size)))
+    if image.mode == "RGB":  # needs no converted copy
+        small = image.resize((image_size, image_size))
+    elif image.mode == "L" or _high_bit_depth(image):
+        # Greyscale is resized as one band and then made RGB: the same values as upstream's
+        # RGB first (PIL resizes each band alike), without a frame-sized RGB copy.
+        grey = image if image.mode == "L" else to_grey(image)
+        small = grey.resize((image_size, image_size)).convert("RGB")
+    else:
+        small = to_rgb(image).resize((image_size, image_size))
+    pixels = np.asarray(small)
     return torch.from_numpy(_NORMALISED[_CHANNELS, pixels.transpose(2, 0, 1)])
 
 

@@ -11,7 +11,9 @@ import inspect
 import logging
 import os
 import pickle
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -217,11 +219,20 @@ def check_builder_options(options: dict, builder: Builder) -> dict:
 def _checkpoint_file(reference: ModelReference) -> Path:
     if reference.checkpoint_path is not None:
         return reference.checkpoint_path
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     _, filename = HF_MODEL_ID_TO_FILENAMES[reference.hf_model_id]
     try:
+        # Upstream's checkpoints never change: a cached one is used without asking the Hub.
+        return Path(
+            hf_hub_download(repo_id=reference.hf_model_id, filename=filename, local_files_only=True)
+        )
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        if not constants.HF_HUB_OFFLINE:
+            _check_reachable(constants.ENDPOINT)  # else the Hub's client retries for 23 s
         return Path(hf_hub_download(repo_id=reference.hf_model_id, filename=filename))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ModelConfigError(
@@ -231,6 +242,16 @@ def _checkpoint_file(reference: ModelReference) -> Path:
             Parameter("model_id", "/path/to/" + filename),
             " (offline: set HF_HUB_OFFLINE=1 and HF_HOME to a cache that holds it).",
         ) from e
+
+
+def _check_reachable(endpoint: str, timeout_s: float = 5.0) -> None:
+    """Raise OSError at once when the Hugging Face endpoint cannot be connected to."""
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout_s).close()
+    except OSError as e:
+        raise OSError(f"{url.hostname}:{port} cannot be reached: {e}") from e
 
 
 def build_model(
