@@ -42,7 +42,7 @@ class Scripted(http.server.ThreadingHTTPServer):
 
     def __init__(self, replies: list[tuple[int, str, str]]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.replies, self.bodies, self.headers_seen = list(replies), [], []
+        self.replies, self.bodies = list(replies), []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -55,7 +55,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         server: Scripted = self.server  # type: ignore[assignment]
         server.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        server.headers_seen.append(dict(self.headers))
         status, kind, text = server.replies.pop(0) if server.replies else OK
         if status == 0:
             self.close_connection = True
@@ -133,15 +132,6 @@ def test_a_proxy_refusing_the_body_size_is_named(scripted):
     assert status == 413 and len(server.bodies) == 1
     assert "too large" in answer["message"] and "client_max_body_size" in answer["message"]
     assert "SAM2_SERVER_URL" not in answer["message"]
-
-
-def test_tracker_requests_carry_the_first_objects_handle_as_routing_key(scripted):
-    server = scripted(OK, OK)
-    service = _service(server.url, "tracker")
-    service.handle(STEP)
-    service.handle({"image": "x", "shapes": [[1, 2, 3, 4]], "states": None})
-    keys = [h.get(remote.ROUTING_HEADER) for h in server.headers_seen]
-    assert keys == ["handle7", None]
 
 
 def test_a_refused_connection_is_retried_even_for_the_tracker(caplog):

@@ -1,7 +1,7 @@
 """A thin client of the remote SAM2 server, for Nuclio functions on a CVAT host without a GPU.
 
 It forwards CVAT's request body as it came, with only the headers the server needs (the bearer
-token, the content type and the request's routing key; none of CVAT's), with connect and read
+token and the content type; none of CVAT's), with connect and read
 timeouts, and turns failures into answers a CVAT user or operator can act on, naming what the
 server (or a proxy in between) answered.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import ssl
 import time
 from collections.abc import Iterator, Mapping
@@ -41,7 +40,6 @@ DEFAULT_READ_TIMEOUT_S = SERVER_REQUEST_TIMEOUT_S + READ_TIMEOUT_MARGIN_S
 # Flip when the server answers a repeated tracker request (same states, same frame) as the
 # first time without stepping: tracker requests that got no answer may then be retried too.
 TRACKER_REPEATS_ARE_SAFE = False
-ROUTING_HEADER = "serve_multiplexed_model_id"  # Ray Serve's request key (see the README)
 
 
 class RemoteConfigError(ValueError):
@@ -64,8 +62,7 @@ class RemoteService:
         tracker_repeats_are_safe: bool = TRACKER_REPEATS_ARE_SAFE,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{endpoint}"
-        self.tracker = endpoint == "tracker"
-        self.repeat_safe = not self.tracker or tracker_repeats_are_safe
+        self.repeat_safe = endpoint != "tracker" or tracker_repeats_are_safe
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -104,13 +101,9 @@ class RemoteService:
 
     def handle(self, body: object) -> Answer:
         data = body if isinstance(body, bytes | str) else json.dumps(body)
-        headers = dict(self._headers)
-        key = routing_key(data) if self.tracker else None
-        if key:
-            headers[ROUTING_HEADER] = key
         attempt, started = 0, time.monotonic()
         while True:
-            status, answer, failure = self._ask(data, headers)
+            status, answer, failure = self._ask(data)
             retry = failure is Failure.UNSENT or (
                 failure is Failure.UNANSWERED and self.repeat_safe
             )
@@ -125,10 +118,12 @@ class RemoteService:
             _log.info("Asking %s again (%d): %s", self.url, attempt, answer.get("message"))
             time.sleep(self._backoff * 2 ** (attempt - 1))
 
-    def _ask(self, data: bytes | str, headers: dict[str, str]) -> tuple[int, dict, Failure]:
+    def _ask(self, data: bytes | str) -> tuple[int, dict, Failure]:
         """One try: (status, answer, what kind of failure it was)."""
         try:
-            reply = self._session.post(self.url, data=data, headers=headers, timeout=self._timeouts)
+            reply = self._session.post(
+                self.url, data=data, headers=self._headers, timeout=self._timeouts
+            )
         except requests.exceptions.SSLError as e:
             what = "TLS certificate" if _caused_by(e, ssl.SSLCertVerificationError) else "TLS"
             return (
@@ -168,21 +163,6 @@ class RemoteService:
     def _message(self, what: str, check: bool = True) -> dict[str, str]:
         advice = "; check that it runs and that SAM2_SERVER_URL points to it." if check else "."
         return {"message": f"The SAM2 server at {self.url} {what}{advice}"}
-
-
-def routing_key(data: bytes | str) -> str | None:
-    """The object handle of the request's first state (the part of `"<handle>.<version>"` before
-    the first '.'), which Ray Serve routes to the replica holding that object; None for a
-    request that only starts objects, or a body that is not a tracker request."""
-    try:
-        states = json.loads(data).get("states")
-        first = states[0] if isinstance(states, list) and states else None
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(first, str) and first:
-        key = first.split(".", 1)[0]
-        return key if re.fullmatch(r"[A-Za-z0-9_-]{1,128}", key) else None
-    return None
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

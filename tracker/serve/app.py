@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,7 +85,9 @@ class Sam2Server:
         redis = redis_client(settings)
         self._tracker = services.build_tracker(tracker_options(settings), redis)
         self._interactor = services.build_interactor(interactor_settings(settings))
+        started = time.monotonic()  # Ray Serve routes requests to a replica once this ends
         warm_up(self._tracker, self._interactor)
+        self._warm_up_s = round(time.monotonic() - started, 2)
         # Model work is serialised per replica (one device; SAM2's image predictor keeps the
         # current image in itself), off the event loop so /health answers meanwhile.
         self._model_lock = threading.Lock()
@@ -131,6 +134,7 @@ class Sam2Server:
             "replicas": self._limits.replicas,
             "replica": self._replica,
             "redis": redis,
+            "warm_up_s": self._warm_up_s,  # the first passes that no user waited for
         }
 
     def _authorized(self, request: Request) -> bool:
