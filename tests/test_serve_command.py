@@ -60,3 +60,14 @@ def test_start_and_a_clean_stop(tiny_checkpoint):
     assert "SAM2 server stopped." in err
     for noise in ("Traceback", "graceful_shutdown", "ray.kill", "ERROR"):
         assert noise not in err, err
+
+
+def test_replicas_that_cannot_start_are_a_message_not_a_traceback(tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")  # passes the checks before Ray; fails in replicas
+    process = _serve("--insecure", "--port", str(free_port()), "--model-id", str(broken),
+                     "--config", "sam2.1_hiera_t")  # fmt: skip
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, err
+    assert "sam2-tracker serve: error: The SAM2 replicas did not start" in err
+    assert "Traceback" not in err, err
