@@ -70,4 +70,5 @@ def test_replicas_that_cannot_start_are_a_message_not_a_traceback(tmp_path):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1, err
     assert "sam2-tracker serve: error: The SAM2 replicas did not start" in err
+    assert "SAM2 checkpoint" in err, "the replica's own words"
     assert "Traceback" not in err, err

@@ -164,8 +164,9 @@ def start(config: ServerConfig) -> str:
     try:
         serve.run(deployment.bind(dict(config.settings), limits), name=APP_NAME, route_prefix="/")
     except Exception as e:  # Ray's DeploymentFailedError and kin carry a replica's traceback
+        why = _last_line(_replica_error() or str(e))
         stop()
-        raise ServerStartError(f"The SAM2 replicas did not start: {_last_line(e)}") from e
+        raise ServerStartError(f"The SAM2 replicas did not start: {why}") from e
     url = f"http://{config.host}:{config.port}"
     _log.info("SAM2 server on %s with %s replica(s)", url, config.describe_replicas())
     return url
@@ -188,7 +189,17 @@ def undeploy() -> None:
         serve.delete(APP_NAME)
 
 
-def _last_line(error: BaseException) -> str:
+def _replica_error() -> str | None:
+    """What the replicas said when they failed (Ray's deployment status holds their traceback)."""
+    from ray import serve
+
+    try:
+        return serve.status().applications[APP_NAME].deployments[APP_NAME].message or None
+    except Exception:  # noqa: BLE001 - only a better message is lost
+        return None
+
+
+def _last_line(text: str) -> str:
     """The error's own words: the last non-empty line of Ray's message (a remote traceback)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"
