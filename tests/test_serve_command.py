@@ -72,3 +72,23 @@ def test_replicas_that_cannot_start_are_a_message_not_a_traceback(tmp_path):
     assert "sam2-tracker serve: error: The SAM2 replicas did not start" in err
     assert "SAM2 checkpoint" in err, "the replica's own words"
     assert "Traceback" not in err, err
+
+
+def test_device_auto_asks_ray_for_a_gpu_per_replica_on_a_cuda_host(monkeypatch):
+    import argparse
+
+    import torch
+
+    from tracker.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--device", "auto"])
+    environ = {"SAM2_SERVER_TOKEN": "t" * 32}
+    assert serve.config_from_args(args, environ).gpus_per_replica == (
+        1.0 if torch.cuda.is_available() else 0.0
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU host, as torch sees it
+    assert serve.config_from_args(args, environ).gpus_per_replica == 1.0
+    args = parser.parse_args(["serve", "--device", "auto", "--gpus-per-replica", "0.5"])
+    assert serve.config_from_args(args, environ).gpus_per_replica == 0.5
