@@ -26,6 +26,7 @@ from nuclio_driver import SERVERLESS
 from tracker.cvat import remote, remote_replies
 from tracker.cvat.remote import RemoteConfigError, RemoteService
 from tracker.devtools.redis_server import free_port
+from tracker.serve import server
 from tracker.serve.server import ServerConfig
 
 JSON = "application/json"
@@ -194,6 +195,9 @@ def test_a_private_ca_is_trusted_through_its_setting(scripted, tls_files, monkey
 
 def test_the_proxy_waits_longer_than_the_server():
     server_default = ServerConfig(settings={}, token=None).request_timeout_s
+    assert server.proxy_advice(ServerConfig(settings={}, token=None)) is None
+    longer = ServerConfig(settings={}, token=None, request_timeout_s=300)
+    assert "SAM2_SERVER_READ_TIMEOUT=310" in server.proxy_advice(longer)
     assert server_default < remote.DEFAULT_READ_TIMEOUT_S
     for kind in ("tracker", "interactor"):
         spec = yaml.safe_load((SERVERLESS / kind / "nuclio" / "function-proxy.yaml").read_text())

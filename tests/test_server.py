@@ -97,6 +97,17 @@ def test_health_says_ready_to_anyone_and_details_with_the_token(live_server):
     assert len(answered_by) == 2, "requests spread over both replicas"
 
 
+def test_warm_up_runs_the_model_and_keeps_no_state(tiny_checkpoint):
+    from tracker.cvat import env_options, services
+    from tracker.serve.app import warm_up
+
+    tracker = services.build_tracker(env_options.tracker_options(SETTINGS), None)
+    interactor = services.build_interactor(env_options.interactor_settings(SETTINGS))
+    warm_up(tracker, interactor)
+    assert len(interactor.cache) == 1, "the blank frame was encoded"
+    assert len(tracker.store) == 0, "the warm-up's object is in a throwaway store"
+
+
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
 def test_no_or_wrong_token_is_401_and_computes_nothing(live_server, redis_server, video, token):
     keys = redis_server.client().dbsize()
