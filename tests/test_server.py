@@ -135,17 +135,21 @@ def test_chunked_bodies_over_the_limit_are_refused_as_they_arrive(live_server):
     assert reply.status_code == 413 and "8 MB" in reply.json()["message"]
 
 
-def _track_remote(url: str, video, before_step=lambda index, replicas: None) -> list:
-    """Track on the server frame by frame; `before_step` sees the replicas that answered."""
+def _track_remote(url: str, video, before_step=lambda index, replicas: None, seen=None) -> list:
+    """Track on the server frame by frame; `before_step` sees the replicas that answered, and
+    `seen` (a dict) the states about to be stepped."""
     reply = post(url, "tracker", tracker_body(video.frames[0], _start(video), None))
     states = reply.json()["states"]
     remote, replicas = [], []
     for index in range(1, FRAMES):
+        if seen is not None:
+            seen["states"] = states
         before_step(index, replicas)
         reply = post(url, "tracker", tracker_body(video.frames[index], None, states))
         assert reply.status_code == 200, reply.text
         remote.append(reply.json()["shapes"])
         replicas.append(reply.headers["X-SAM2-Replica"])
+        states = reply.json()["states"]
     return remote
 
 
@@ -162,14 +166,52 @@ def test_interactor_answers_equal_the_in_process_functions(live_server, local_en
     assert bad.status_code == 400 and "point or a box" in bad.json()["message"]
 
 
-def test_a_replica_killed_mid_track_loses_nothing(live_server, local_env, video):
-    def kill_one(index: int, replicas: list[str]) -> None:
-        if index == 3:
-            host, pid = replicas[-1].rsplit(":", 1)
-            assert host == socket.gethostname()
-            os.kill(int(pid), signal.SIGKILL)  # the replica that served the last step dies
+def test_a_replica_killed_during_a_request_loses_nothing(live_server, local_env, video):
+    """The replica holding a step request (its body half received) dies; the step asked again
+    is answered as if nothing had happened, and tracking continues on the other replica."""
 
-    assert _track_remote(live_server, video, kill_one) == _in_process(video)
+    def kill_during(index: int, replicas: list[str]) -> None:
+        if index != 3:
+            return
+        states = replicas_states["states"]
+        body = json.dumps(tracker_body(video.frames[index], None, states)).encode()
+        release, outcome = threading.Event(), []
+
+        def held_body():
+            yield body[: len(body) // 2]
+            release.wait(timeout=120)
+            yield body[len(body) // 2 :]
+
+        def send() -> None:
+            try:
+                reply = requests.post(f"{live_server}/tracker", data=held_body(),
+                                      headers=AUTH, timeout=120)  # fmt: skip
+                outcome.append(reply.status_code)
+            except requests.RequestException as e:
+                outcome.append(e)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        busy = _replica_in_progress(live_server)
+        host, pid = busy.rsplit(":", 1)
+        assert host == socket.gethostname()
+        os.kill(int(pid), signal.SIGKILL)
+        release.set()
+        sender.join(timeout=150)
+        assert outcome and outcome[0] != 200, f"the request died with its replica: {outcome}"
+
+    replicas_states: dict = {}
+    assert _track_remote(live_server, video, kill_during, replicas_states) == _in_process(video)
+
+
+def _replica_in_progress(url: str) -> str:
+    """The replica (host:pid) that reports a request in progress; health requests land on a
+    replica at random, so ask until that one answers."""
+    for _ in range(200):
+        health = requests.get(f"{url}/health", headers=AUTH, timeout=30).json()
+        if health["requests_in_progress"]:
+            return health["replica"]
+    raise AssertionError("no replica reported the request in progress")
 
 
 def test_nuclio_proxy_gives_the_same_shapes_and_builds_no_model(live_server, local_env, video):

@@ -92,6 +92,7 @@ class Sam2Server:
         # current image in itself), off the event loop so /health answers meanwhile.
         self._model_lock = threading.Lock()
         self._replica = f"{socket.gethostname()}:{os.getpid()}"
+        self._in_progress = 0
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.url.path.rstrip("/") or "/", request.method
@@ -107,13 +108,17 @@ class Sam2Server:
         if service is None or method != "POST":
             message = "Use POST /tracker, POST /interactor or GET /health."
             return _json(404 if service is None else 405, {"message": message}, self._replica)
-        body = await self._body(request)
-        if body is None:
-            limit_mb = self._limits.max_body_bytes / 2**20
-            message = f"The request body is larger than the server's {limit_mb:g} MB limit."
-            return _json(413, {"message": message}, self._replica)
-        status, answer = await asyncio.to_thread(self._handle, service, body)
-        return _json(status, answer, self._replica)
+        self._in_progress += 1  # only the event loop touches it
+        try:
+            body = await self._body(request)
+            if body is None:
+                limit_mb = self._limits.max_body_bytes / 2**20
+                message = f"The request body is larger than the server's {limit_mb:g} MB limit."
+                return _json(413, {"message": message}, self._replica)
+            status, answer = await asyncio.to_thread(self._handle, service, body)
+            return _json(status, answer, self._replica)
+        finally:
+            self._in_progress -= 1
 
     def health(self) -> dict[str, Any]:
         """The details, for callers with the token: run in a thread, since pinging Redis may
@@ -134,6 +139,7 @@ class Sam2Server:
             "replicas": self._limits.replicas,
             "replica": self._replica,
             "redis": redis,
+            "requests_in_progress": self._in_progress,  # POSTs being received or computed
             "warm_up_s": self._warm_up_s,  # the first passes that no user waited for
         }
 
