@@ -3,6 +3,7 @@ functions as its thin proxies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -106,6 +107,40 @@ def test_warm_up_runs_the_model_and_keeps_no_state(tiny_checkpoint):
     warm_up(tracker, interactor)
     assert len(interactor.cache) == 1, "the blank frame was encoded"
     assert len(tracker.store) == 0, "the warm-up's object is in a throwaway store"
+
+
+def test_health_waits_for_redis_off_the_event_loop(tiny_checkpoint):
+    """A Redis that accepts and never answers (a packet-dropping network) stalls only the health
+    request that asks it, not the requests next to it on the replica's event loop."""
+    from starlette.requests import Request
+
+    from tracker.serve.app import Sam2Server, ServerLimits
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen()
+    url = f"redis://:secret@127.0.0.1:{stalled.getsockname()[1]}/0"
+    limits = ServerLimits(token=TOKEN, max_body_bytes=2**20, replicas="1")
+    replica = Sam2Server.func_or_class({**SETTINGS, "SAM2_REDIS_URL": url}, limits)
+
+    def request(path: str) -> Request:
+        headers = [(b"authorization", f"Bearer {TOKEN}".encode())]
+        scope = {"type": "http", "method": "GET", "path": path, "headers": headers,
+                 "query_string": b"", "scheme": "http", "server": ("127.0.0.1", 80),
+                 "root_path": ""}  # fmt: skip
+        return Request(scope)
+
+    async def health_then_another():
+        health = asyncio.create_task(replica(request("/health")))
+        await asyncio.sleep(0)  # the health request starts first
+        other = asyncio.create_task(replica(request("/elsewhere")))
+        done, _ = await asyncio.wait({health, other}, return_when=asyncio.FIRST_COMPLETED)
+        return done == {other}, await health
+
+    other_first, health = asyncio.run(health_then_another())
+    stalled.close()
+    assert other_first, "the other request was answered while Redis kept health waiting"
+    assert json.loads(health.body)["redis"].startswith("unreachable")
 
 
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
