@@ -34,7 +34,12 @@ RUN pip install setuptools wheel \
     && SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0 \
     && pip install ".[server]"
 
-RUN for id in $SAM2_MODEL_IDS; do \
+# A proxy image has no model code to fetch weights with, and needs none: the ids are ignored.
+RUN if [ "$VARIANT" = proxy ]; then \
+        if [ -n "$SAM2_MODEL_IDS" ]; then echo "VARIANT=proxy holds no weights: SAM2_MODEL_IDS ignored"; fi; \
+        exit 0; \
+    fi; \
+    for id in $SAM2_MODEL_IDS; do \
         python -c "import sys; from huggingface_hub import hf_hub_download; \
 from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES as files; \
 hf_hub_download(sys.argv[1], files[sys.argv[1]][1])" "$id" || exit 1; \

@@ -6,7 +6,9 @@ and `lambda_manager` read from the files, and that the image installs what the R
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,35 @@ def test_the_image_installs_what_the_readme_installs():
         assert readme_step in dockerfile, f"{readme_step} differs between README and Dockerfile"
     for path in ("pyproject.toml", "tracker"):
         assert f"COPY {path}" in dockerfile
+
+
+def _dockerfile_run(containing: str) -> str:
+    """The shell command of the Dockerfile's RUN step that contains `containing`, continuation
+    lines joined as Docker joins them."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", "")
+    steps = [line[4:] for line in text.splitlines() if line.startswith("RUN ")]
+    (step,) = [s for s in steps if containing in s]
+    return step
+
+
+@pytest.mark.parametrize(
+    ("variant", "ids", "fetched"),
+    [
+        ("proxy", "facebook/sam2.1-hiera-large", False),  # not cached, and never asked for
+        ("cpu", "facebook/sam2.1-hiera-large", True),  # asked for: offline, it fails
+        ("cpu", "facebook/sam2.1-hiera-tiny", True),  # in the tests' offline cache
+    ],
+)
+def test_the_images_weights_step(tiny_checkpoint, variant, ids, fetched):
+    # The step as `docker build` runs it (ARGs are its environment), with this machine's Python
+    # and the tests' offline Hugging Face cache: the proxy variant must not run it at all.
+    environ = {**os.environ, "VARIANT": variant, "SAM2_MODEL_IDS": ids}
+    command = _dockerfile_run("hf_hub_download")
+    run = subprocess.run(["sh", "-c", command], env=environ, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    if not fetched:
+        assert run.returncode == 0 and "SAM2_MODEL_IDS ignored" in run.stdout
+    elif "tiny" in ids:
+        assert run.returncode == 0, run.stderr
+    else:
+        assert run.returncode != 0 and "offline" in run.stderr.lower(), run.stderr

@@ -54,7 +54,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="(%(default)s)")
     parser.add_argument("--address", help="a Ray cluster to join, e.g. auto (default: local)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="(%(default)s)")
-    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120.0,
+        help="seconds (%(default)s); the Nuclio proxies' SAM2_SERVER_READ_TIMEOUT must be longer",
+    )
     parser.add_argument(
         "--insecure", action="store_true", help="no token: allowed on a loopback host only"
     )
@@ -64,6 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
     from tracker.cvat.env_options import variable
+    from tracker.engine.model_loading import resolve_device
     from tracker.serve.server import ServerConfig
 
     settings = {k: v for k, v in environ.items() if k.startswith("SAM2_")}
@@ -73,8 +79,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
             settings[variable(name)] = str(value)
     settings.pop("SAM2_SERVER_TOKEN", None)  # replicas need no token in their settings
     gpus = args.gpus_per_replica
-    if gpus is None:
-        gpus = 1.0 if settings.get("SAM2_DEVICE", "").startswith("cuda") else 0.0
+    if gpus is None:  # the device as replicas will resolve it ("auto" is CUDA on a GPU host)
+        device = resolve_device(settings.get("SAM2_DEVICE", "auto"))
+        gpus = 1.0 if device.type == "cuda" else 0.0
     return ServerConfig(
         settings=settings,
         token=environ.get("SAM2_SERVER_TOKEN") or None,
@@ -95,8 +102,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
 def phrased_for_serve(error: Exception, args: argparse.Namespace) -> str:
     """A parameter given on this command line is named as its option (`--image-size 512`), one
     from the environment as its variable (`SAM2_IMAGE_SIZE=512`)."""
-    from tracker.cvat.options import Syntax
-    from tracker.engine.errors import ModelConfigError
+    from tracker.cvat.options import ModelConfigError, Syntax
 
     original = error.__cause__ if isinstance(error.__cause__, ModelConfigError) else error
     if not isinstance(original, ModelConfigError):
@@ -118,11 +124,20 @@ def run(args: argparse.Namespace) -> int:
     except ModelConfigError as e:
         print(f"sam2-tracker serve: error: {phrased_for_serve(e, args)}", file=sys.stderr)
         return 2
-    url = server.start(config)
+    advice = server.proxy_advice(config)
+    if advice:
+        print(f"sam2-tracker serve: note: {advice}", file=sys.stderr)
+    try:
+        url = server.start(config)
+    except server.ServerStartError as e:
+        print(f"sam2-tracker serve: error: {e}", file=sys.stderr)
+        return 1
     print(f"SAM2 server on {url} (POST /tracker, POST /interactor, GET /health); Ctrl+C stops it")
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
+    print("Stopping the SAM2 server...", file=sys.stderr)
     server.stop()
+    print("SAM2 server stopped.", file=sys.stderr)
     return 0

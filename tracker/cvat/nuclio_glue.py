@@ -7,10 +7,11 @@ a remote server) answers `(status, JSON object)` and never raises, so neither do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 
@@ -37,7 +38,8 @@ def tracker_service(environ: Mapping[str, str]) -> Service:
         from tracker.cvat.remote import RemoteService
 
         return RemoteService.from_env(environ, "tracker")
-    from tracker.cvat.services import tracker_from_env
+    with _model_installed():
+        from tracker.cvat.services import tracker_from_env
 
     return tracker_from_env(environ)
 
@@ -48,9 +50,24 @@ def interactor_service(environ: Mapping[str, str]) -> Service:
         from tracker.cvat.remote import RemoteService
 
         return RemoteService.from_env(environ, "interactor")
-    from tracker.cvat.services import interactor_from_env
+    with _model_installed():
+        from tracker.cvat.services import interactor_from_env
 
     return interactor_from_env(environ)
+
+
+@contextlib.contextmanager
+def _model_installed() -> Iterator[None]:
+    """A proxy image (`VARIANT=proxy`) has no PyTorch, sam2 or redis: without SAM2_SERVER_URL
+    it would die on "No module named ...", which does not say what to do."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        raise RuntimeError(
+            f"This image has no SAM2 model installed (No module named {e.name!r}): it is a "
+            "proxy image (cvat-sam2-tracker:proxy) and needs SAM2_SERVER_URL (and "
+            "SAM2_SERVER_TOKEN) set to a SAM2 server; or build the cpu or cuda variant."
+        ) from e
 
 
 def handle(context: Any, event: Any) -> Any:

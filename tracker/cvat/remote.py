@@ -1,10 +1,17 @@
 """A thin client of the remote SAM2 server, for Nuclio functions on a CVAT host without a GPU.
 
 It forwards CVAT's request body as it came, with only the headers the server needs (the bearer
-token and the content type; none of CVAT's), with connect and read timeouts, and turns failures
-into answers a CVAT user or operator can act on. Retries never step a tracker twice: interactor
-requests are retried with backoff on connection failures and on 502/503/504 (asking again is
-harmless), tracker requests only when the connection was refused before anything was sent.
+token and the content type; none of CVAT's), with connect and read
+timeouts, and turns failures into answers a CVAT user or operator can act on, naming what the
+server (or a proxy in between) answered.
+
+Retries never step a tracker twice. A request that was never sent (connection refused, no
+connection within the connect timeout) is retried whatever it asks. A request that got no answer
+from our server (connection lost after sending, read timeout, a 408/500/502/503/504 that is not
+our JSON: Ray Serve's plain text when a replica dies or times out, a reverse proxy's HTML) is
+retried only where asking again is harmless: always for the interactor, and for the tracker since
+the server answers a repeated request (same states, same frame) as the first time, without
+stepping (`tracker.cvat.lambda_api`; `TRACKER_REPEATS_ARE_SAFE`). Answers in our JSON are final, except the interactor's 502/503/504.
 
 Importing this module loads no PyTorch: a proxy image needs only `requests`.
 """
@@ -13,16 +20,31 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import requests
+import urllib3.exceptions
+
+from tracker.cvat.remote_replies import Answer, Failure, reply_answer
 
 _log = logging.getLogger(__name__)
 
-Answer = tuple[int, dict[str, Any]]
-_RETRIED_STATUSES = {502, 503, 504}
+# The read timeout must outlast the server's own request timeout (`serve --request-timeout`),
+# else the proxy gives up on a step the server still completes. One relation, both defaults:
+SERVER_REQUEST_TIMEOUT_S = 120.0
+READ_TIMEOUT_MARGIN_S = 10.0
+DEFAULT_READ_TIMEOUT_S = SERVER_REQUEST_TIMEOUT_S + READ_TIMEOUT_MARGIN_S
+# The server answers a repeated tracker request (same states, same frame) as the first time
+# without stepping, so tracker requests that got no answer are retried too. (False would be
+# for a server of this project older than its versioned states.)
+TRACKER_REPEATS_ARE_SAFE = True
+
+
+class RemoteConfigError(ValueError):
+    """A proxy setting that cannot work; the message names the variable."""
 
 
 class RemoteService:
@@ -34,12 +56,14 @@ class RemoteService:
         endpoint: str,
         token: str | None,
         connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_S,
         retries: int = 2,
         backoff: float = 0.5,
+        ca_bundle: str | None = None,
+        tracker_repeats_are_safe: bool = TRACKER_REPEATS_ARE_SAFE,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{endpoint}"
-        self.idempotent = endpoint == "interactor"
+        self.repeat_safe = endpoint != "tracker" or tracker_repeats_are_safe
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -47,69 +71,114 @@ class RemoteService:
         self._retries = retries
         self._backoff = backoff
         self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or .netrc from the environment
+        self._session.trust_env = False  # no proxies or .netrc from the environment...
+        if ca_bundle:  # ...and so no REQUESTS_CA_BUNDLE either: a setting of our own
+            if not Path(ca_bundle).is_file():
+                raise RemoteConfigError(
+                    f"SAM2_SERVER_CA_BUNDLE={ca_bundle} is not a file: give the PEM file of the "
+                    "CA that signed the SAM2 server's (or its TLS proxy's) certificate."
+                )
+            self._session.verify = ca_bundle
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], endpoint: str) -> RemoteService:
+        def seconds(name: str, default: float) -> float:
+            try:
+                value = float(environ.get(name, default))
+            except ValueError:
+                value = -1.0
+            if value <= 0:
+                raise RemoteConfigError(f"{name} must be a positive number of seconds.")
+            return value
+
         return cls(
             environ["SAM2_SERVER_URL"],
             endpoint,
             environ.get("SAM2_SERVER_TOKEN") or None,
-            connect_timeout=float(environ.get("SAM2_SERVER_CONNECT_TIMEOUT", 5)),
-            read_timeout=float(environ.get("SAM2_SERVER_READ_TIMEOUT", 60)),
+            connect_timeout=seconds("SAM2_SERVER_CONNECT_TIMEOUT", 5.0),
+            read_timeout=seconds("SAM2_SERVER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT_S),
+            ca_bundle=environ.get("SAM2_SERVER_CA_BUNDLE") or None,
         )
 
     def handle(self, body: object) -> Answer:
         data = body if isinstance(body, bytes | str) else json.dumps(body)
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while True:
-            status, answer, retriable = self._ask(data)
-            if not retriable or attempt >= self._retries:
+            status, answer, failure = self._ask(data)
+            retry = failure is Failure.UNSENT or (
+                failure is Failure.UNANSWERED and self.repeat_safe
+            )
+            # A new try must fit the whole call in two read timeouts (Nuclio's eventTimeout).
+            elapsed = time.monotonic() - started + self._backoff * 2**attempt
+            late = elapsed + self._timeouts[1] > 2 * self._timeouts[1] + self._timeouts[0]
+            if not retry or late or attempt >= self._retries:
                 if status >= 400:
                     _log.warning("Answered %d: %s", status, answer.get("message"))
                 return status, answer
             attempt += 1
+            _log.info("Asking %s again (%d): %s", self.url, attempt, answer.get("message"))
             time.sleep(self._backoff * 2 ** (attempt - 1))
 
-    def _ask(self, data: bytes | str) -> tuple[int, dict[str, Any], bool]:
-        """One try: (status, answer, whether another try is safe and may help)."""
+    def _ask(self, data: bytes | str) -> tuple[int, dict, Failure]:
+        """One try: (status, answer, what kind of failure it was)."""
         try:
             reply = self._session.post(
                 self.url, data=data, headers=self._headers, timeout=self._timeouts
             )
-        except requests.exceptions.ConnectTimeout:
-            return (
-                504,
-                self._message(f"did not accept a connection within {self._timeouts[0]} s"),
-                True,
-            )
-        except requests.exceptions.ConnectionError as e:
-            # Refused or unreachable: the server cannot have seen the request, unless the
-            # connection broke after sending it, which only the interactor may repeat.
-            refused = isinstance(e.__context__, ConnectionRefusedError) or "refused" in str(e)
-            return 502, self._message(f"is unreachable ({e})"), refused or self.idempotent
-        except requests.exceptions.Timeout:
-            return 504, self._message(f"did not answer within {self._timeouts[1]} s"), False
-        except requests.exceptions.RequestException as e:
-            return 502, self._message(f"could not be asked ({e})"), False
-        if reply.status_code == 401:
+        except requests.exceptions.SSLError as e:
+            what = "TLS certificate" if _caused_by(e, ssl.SSLCertVerificationError) else "TLS"
             return (
                 502,
-                {
-                    "message": f"The SAM2 server at {self.url} refused this function's token; set "
-                    "SAM2_SERVER_TOKEN to the server's token (see the README on rotating it)."
-                },
-                False,
+                self._message(
+                    f"failed the {what} check ({e}); if its certificate comes from a private CA, "
+                    "set SAM2_SERVER_CA_BUNDLE to that CA's PEM file",
+                    check=False,
+                ),
+                Failure.FINAL,
             )
-        try:
-            answer = reply.json()
-            if not isinstance(answer, dict):
-                raise ValueError("not a JSON object")
-        except ValueError:
-            return 502, self._message(f"answered {reply.status_code} without JSON"), False
-        retriable = self.idempotent and reply.status_code in _RETRIED_STATUSES
-        return reply.status_code, answer, retriable
+        except requests.exceptions.ConnectTimeout:
+            connect = self._timeouts[0]
+            return (
+                504,
+                self._message(f"did not accept a connection within {connect} s"),
+                (Failure.UNSENT),
+            )
+        except requests.exceptions.ConnectionError as e:
+            if _caused_by(e, ConnectionRefusedError):
+                return 502, self._message("refused the connection"), Failure.UNSENT
+            if _caused_by(e, urllib3.exceptions.NewConnectionError):
+                return 502, self._message(f"is unreachable ({e})"), Failure.UNSENT
+            # The connection broke after the request went out: it may have been served.
+            return (
+                502,
+                self._message(f"dropped the connection without answering ({e})"),
+                (Failure.UNANSWERED),
+            )
+        except requests.exceptions.Timeout:
+            read = self._timeouts[1]
+            return 504, self._message(f"did not answer within {read} s"), Failure.UNANSWERED
+        except requests.exceptions.RequestException as e:
+            return 502, self._message(f"could not be asked ({e})"), Failure.FINAL
+        return reply_answer(self.url, reply, self.repeat_safe)
 
-    def _message(self, what: str) -> dict[str, str]:
-        return {"message": f"The SAM2 server at {self.url} {what}; check that it runs and that "
-                "SAM2_SERVER_URL points to it."}  # fmt: skip
+    def _message(self, what: str, check: bool = True) -> dict[str, str]:
+        advice = "; check that it runs and that SAM2_SERVER_URL points to it." if check else "."
+        return {"message": f"The SAM2 server at {self.url} {what}{advice}"}
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(e, kind) for e in _chain(error))
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and everything behind it: causes, contexts, and what requests and urllib3 wrap
+    (`MaxRetryError.reason`, exceptions passed as arguments)."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        pending += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        pending += [a for a in e.args if isinstance(a, BaseException)]

@@ -2,19 +2,26 @@
 
 `POST /interactor` and `POST /tracker` take and answer exactly the Nuclio functions' JSON, through
 the same services (`tracker.cvat.services`), so a Nuclio function in proxy mode only forwards.
-`GET /health` needs no token. Every replica builds its own model; with a Redis URL the tracking
-states are shared, so any replica serves any step of any object.
+`GET /health` needs no token and says only that a replica is ready; with the token it adds the
+model, device, replicas and whether Redis answers (asked off the event loop, with the store's
+own timeout). Every replica builds its own model and warms it (one tracker start and step, one
+click, on a small blank frame) before Ray Serve routes anything to it, so that no user waits for
+a first pass. With a Redis URL the tracking states are shared, so any replica serves any step of
+any object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hmac
+import io
 import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +33,7 @@ from tracker.cvat import services
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
 from tracker.cvat.lambda_api import LambdaTracker
 from tracker.cvat.lambda_interactor import LambdaInteractor
-from tracker.cvat.state_store import StoreUnavailableError
+from tracker.cvat.state_store import MemoryStateStore, StoreUnavailableError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +43,36 @@ class ServerLimits:
     replicas: str  # for /health: "2" or "1..4 (autoscaling)"
 
 
-def _json(status: int, body: Mapping[str, Any], replica: str) -> Response:
-    return Response(
-        json.dumps(body),
-        status_code=status,
-        media_type="application/json",
-        headers={"X-SAM2-Replica": replica},
-    )
+def _json(status: int, body: Mapping[str, Any], replica: str | None = None) -> Response:
+    """An answer; `replica` (host:pid, named only to callers with the token) in a header."""
+    headers = {} if replica is None else {"X-SAM2-Replica": replica}
+    return Response(json.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)  # fmt: skip
+
+
+def _blank_frame() -> str:
+    """A small black PNG in base64, as CVAT sends frames."""
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def warm_up(tracker: LambdaTracker, interactor: LambdaInteractor) -> None:
+    """One tracker start and step and one click on a blank frame, through the services' own
+    code (the start's state in a throwaway store: nothing reaches Redis). The first passes of
+    a fresh process are the slow ones; a replica takes them before it is routed requests."""
+    image = _blank_frame()
+    scratch = LambdaTracker(tracker.tracker, MemoryStateStore(64))
+    status, answer = scratch.handle({"image": image, "shapes": [[8, 8, 40, 40]]})
+    if status == 200:
+        status, answer = scratch.handle({"image": image, "states": answer["states"]})
+    if status != 200:
+        raise RuntimeError(f"The model's warm-up failed: {answer.get('message')}")
+    status, answer = interactor.handle({"image": image, "pos_points": [[20, 20]], "neg_points": []})
+    if status != 200:
+        raise RuntimeError(f"The model's warm-up failed: {answer.get('message')}")
 
 
 @serve.deployment(name="sam2", max_ongoing_requests=8)
@@ -55,34 +85,44 @@ class Sam2Server:
         redis = redis_client(settings)
         self._tracker = services.build_tracker(tracker_options(settings), redis)
         self._interactor = services.build_interactor(interactor_settings(settings))
+        started = time.monotonic()  # Ray Serve routes requests to a replica once this ends
+        warm_up(self._tracker, self._interactor)
+        self._warm_up_s = round(time.monotonic() - started, 2)
         # Model work is serialised per replica (one device; SAM2's image predictor keeps the
         # current image in itself), off the event loop so /health answers meanwhile.
         self._model_lock = threading.Lock()
         self._replica = f"{socket.gethostname()}:{os.getpid()}"
+        self._in_progress = 0
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.url.path.rstrip("/") or "/", request.method
+        authorized = self._authorized(request)
         if path == "/health" and method == "GET":
-            return _json(200, self.health(), self._replica)
-        if not self._authorized(request):
-            return _json(
-                401,
-                {"message": "Send the server's token as 'Authorization: Bearer <token>'."},
-                self._replica,
-            )
+            if not authorized:
+                return _json(200, {"status": "ready"})  # all an unauthenticated caller needs
+            return _json(200, await asyncio.to_thread(self.health), self._replica)
+        if not authorized:
+            message = "Send the server's token as 'Authorization: Bearer <token>'."
+            return _json(401, {"message": message})
         service = {"/tracker": self._tracker, "/interactor": self._interactor}.get(path)
         if service is None or method != "POST":
             message = "Use POST /tracker, POST /interactor or GET /health."
             return _json(404 if service is None else 405, {"message": message}, self._replica)
-        body = await self._body(request)
-        if body is None:
-            limit_mb = self._limits.max_body_bytes / 2**20
-            message = f"The request body is larger than the server's {limit_mb:g} MB limit."
-            return _json(413, {"message": message}, self._replica)
-        status, answer = await asyncio.to_thread(self._handle, service, body)
-        return _json(status, answer, self._replica)
+        self._in_progress += 1  # only the event loop touches it
+        try:
+            body = await self._body(request)
+            if body is None:
+                limit_mb = self._limits.max_body_bytes / 2**20
+                message = f"The request body is larger than the server's {limit_mb:g} MB limit."
+                return _json(413, {"message": message}, self._replica)
+            status, answer = await asyncio.to_thread(self._handle, service, body)
+            return _json(status, answer, self._replica)
+        finally:
+            self._in_progress -= 1
 
     def health(self) -> dict[str, Any]:
+        """The details, for callers with the token: run in a thread, since pinging Redis may
+        wait for the store's socket timeout."""
         options = self._tracker.tracker.options.model
         redis = "not configured (states in each replica's memory)"
         store = self._tracker.store
@@ -93,12 +133,14 @@ class Sam2Server:
             except StoreUnavailableError as e:
                 redis = f"unreachable: {e}"
         return {
-            "status": "ok",
+            "status": "ready",
             "model": options.reference.describe(),
             "device": str(options.device),
             "replicas": self._limits.replicas,
             "replica": self._replica,
             "redis": redis,
+            "requests_in_progress": self._in_progress,  # POSTs being received or computed
+            "warm_up_s": self._warm_up_s,  # the first passes that no user waited for
         }
 
     def _authorized(self, request: Request) -> bool:

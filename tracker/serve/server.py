@@ -6,19 +6,28 @@ checked before Ray starts, with messages in the command line's terms.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import logging
+import socket
 
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
+from tracker.cvat.remote import READ_TIMEOUT_MARGIN_S, SERVER_REQUEST_TIMEOUT_S
 
 _log = logging.getLogger(__name__)
 
 APP_NAME = "sam2"
+MIN_TOKEN_CHARS = 16
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class ServerConfigError(ValueError):
     """A server setting that cannot work; the message says what to change."""
+
+
+class ServerStartError(RuntimeError):
+    """Ray Serve could not start the server; the message says why, without Ray's traceback."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +44,7 @@ class ServerConfig:
     cpus_per_replica: float = 1.0
     address: str | None = None  # a Ray cluster to join; None starts a local instance
     max_body_mb: float = 64.0  # a 4K PNG frame in base64 is about 45 MB
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = SERVER_REQUEST_TIMEOUT_S  # the proxies wait a little longer
 
     @property
     def autoscaling(self) -> bool:
@@ -61,7 +70,13 @@ def check(config: ServerConfig) -> None:
     if not config.token and not (config.insecure and _loopback(config.host)):
         raise ServerConfigError(
             "Set SAM2_SERVER_TOKEN to a long random secret (clients send it as a bearer token); "
-            "only a server listening on loopback may run without one, with --insecure."
+            "only a server listening on loopback may run without one, with --insecure. "
+            f"Make one with: {MAKE_TOKEN}"
+        )
+    if config.token and len(config.token) < MIN_TOKEN_CHARS:
+        raise ServerConfigError(
+            f"SAM2_SERVER_TOKEN has {len(config.token)} characters, too few to be secret (at "
+            f"least {MIN_TOKEN_CHARS}); make a random one with: {MAKE_TOKEN}"
         )
     tracker_options(config.settings)
     interactor_settings(config.settings)
@@ -82,6 +97,34 @@ def check(config: ServerConfig) -> None:
         raise ServerConfigError("--max-body-mb and --request-timeout must be positive.")
 
 
+def proxy_advice(config: ServerConfig) -> str | None:
+    """What the Nuclio proxies need changed for this server, if anything: their read timeout
+    must outlast the server's request timeout."""
+    if config.request_timeout_s <= SERVER_REQUEST_TIMEOUT_S:
+        return None
+    wait = config.request_timeout_s + READ_TIMEOUT_MARGIN_S
+    return (
+        f"--request-timeout {config.request_timeout_s:g} is longer than the proxies' default "
+        f"read timeout: deploy the Nuclio proxies with SAM2_SERVER_READ_TIMEOUT={wait:g} (and "
+        f"an eventTimeout of at least {2 * wait:g}s)."
+    )
+
+
+def _check_port_free(config: ServerConfig) -> None:
+    """A taken port would otherwise surface as Ray's proxy failing in its own log."""
+    if config.address is not None:
+        return  # the proxies run on the cluster's nodes, not necessarily here
+    with contextlib.closing(socket.socket()) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as e:
+            raise ServerStartError(
+                f"Cannot listen on {config.host}:{config.port} ({e.strerror}): another program "
+                "uses that port; stop it or choose another --port."
+            ) from e
+
+
 def start(config: ServerConfig) -> str:
     """Deploy the server (Ray started or joined as needed); returns its base URL."""
     check(config)
@@ -90,6 +133,7 @@ def start(config: ServerConfig) -> str:
 
     from tracker.serve.app import Sam2Server, ServerLimits
 
+    _check_port_free(config)
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False)
     serve.start(
@@ -117,15 +161,45 @@ def start(config: ServerConfig) -> str:
         max_body_bytes=int(config.max_body_mb * 2**20),
         replicas=config.describe_replicas(),
     )
-    serve.run(deployment.bind(dict(config.settings), limits), name=APP_NAME, route_prefix="/")
+    try:
+        serve.run(deployment.bind(dict(config.settings), limits), name=APP_NAME, route_prefix="/")
+    except Exception as e:  # Ray's DeploymentFailedError and kin carry a replica's traceback
+        why = _last_line(_replica_error() or str(e))
+        stop()
+        raise ServerStartError(f"The SAM2 replicas did not start: {why}") from e
     url = f"http://{config.host}:{config.port}"
     _log.info("SAM2 server on %s with %s replica(s)", url, config.describe_replicas())
     return url
 
 
 def stop() -> None:
+    """Delete our application only (a joined cluster may serve others), then leave Ray; a
+    local Ray instance ends with this process."""
     import ray
+
+    undeploy()
+    ray.shutdown()
+
+
+def undeploy() -> None:
+    """Delete the SAM2 application, and only it (`serve.shutdown()` would delete them all)."""
     from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+    with contextlib.suppress(Exception):  # not deployed, or Serve already gone
+        serve.delete(APP_NAME)
+
+
+def _replica_error() -> str | None:
+    """What the replicas said when they failed (Ray's deployment status holds their traceback)."""
+    from ray import serve
+
+    try:
+        return serve.status().applications[APP_NAME].deployments[APP_NAME].message or None
+    except Exception:  # noqa: BLE001 - only a better message is lost
+        return None
+
+
+def _last_line(text: str) -> str:
+    """The error's own words: the last non-empty line of Ray's message (a remote traceback)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"

@@ -1,0 +1,221 @@
+"""The Nuclio functions' proxy (`tracker.cvat.remote`) against real HTTP(S) servers on loopback
+that answer as Ray Serve, a reverse proxy or our server would: what is retried, counted by the
+requests that arrived, and what the message says."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import logging
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from nuclio_driver import SERVERLESS
+
+from tracker.cvat import remote, remote_replies
+from tracker.cvat.remote import RemoteConfigError, RemoteService
+from tracker.devtools.redis_server import free_port
+from tracker.serve import server
+from tracker.serve.server import ServerConfig
+
+JSON = "application/json"
+RAY_503 = (503, "text/plain", "Service Unavailable: no replica is available.")
+RAY_500 = (500, "text/plain", "Internal Server Error: ActorDiedError: the actor died unexpectedly")
+NGINX_502 = (502, "text/html", "<html><head><title>502 Bad Gateway</title></head><body>nginx")
+NGINX_413 = (413, "text/html", "<html><head><title>413 Request Entity Too Large</title></html>")
+OK = (200, JSON, json.dumps({"shapes": [], "states": ["h.1"]}))
+DROP = (0, "", "")  # read the request, then close the connection without answering
+
+
+class Scripted(http.server.ThreadingHTTPServer):
+    """Answers each request with the next scripted reply; counts the requests that came."""
+
+    def __init__(self, replies: list[tuple[int, str, str]]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.replies, self.bodies = list(replies), []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if isinstance(self.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        server: Scripted = self.server  # type: ignore[assignment]
+        server.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        status, kind, text = server.replies.pop(0) if server.replies else OK
+        if status == 0:
+            self.close_connection = True
+            self.connection.close()
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(text.encode())))
+        self.end_headers()
+        self.wfile.write(text.encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def scripted() -> Iterator:
+    servers = []
+
+    def start(*replies: tuple[int, str, str]) -> Scripted:
+        servers.append(Scripted(list(replies)))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def _service(url: str, endpoint: str, **kwargs) -> RemoteService:
+    return RemoteService(url, endpoint, "token", backoff=0.01, **kwargs)
+
+
+STEP = {"image": "x", "states": ["handle7.3", "other.1"]}
+
+
+def test_interactor_retried_on_ray_and_proxy_errors_whatever_the_body(scripted):
+    server = scripted(RAY_503, NGINX_502, OK)
+    assert _service(server.url, "interactor").handle({"image": "x"})[0] == 200
+    assert len(server.bodies) == 3
+
+
+@pytest.mark.parametrize("reply", [RAY_503, RAY_500, NGINX_502, DROP])
+def test_tracker_unanswered_is_not_retried_and_says_what_happened(scripted, reply):
+    server = scripted(reply, OK)
+    status, answer = _service(server.url, "tracker", tracker_repeats_are_safe=False).handle(STEP)
+    assert len(server.bodies) == 1, "a tracker request that may have been served is not repeated"
+    assert status in (502, 504)
+    if reply is DROP:
+        assert "dropped the connection" in answer["message"]
+    else:
+        assert f"HTTP {reply[0]}" in answer["message"]
+        assert remote_replies.excerpt(reply[2])[:20] in answer["message"]
+        assert "<html>" not in answer["message"]
+
+
+@pytest.mark.parametrize("reply", [RAY_503, RAY_500, NGINX_502, DROP])
+def test_tracker_unanswered_is_retried_once_repeats_are_safe(scripted, reply):
+    server = scripted(reply, OK)
+    service = _service(server.url, "tracker", tracker_repeats_are_safe=True)
+    assert service.handle(STEP)[0] == 200
+    assert len(server.bodies) == 2
+    assert server.bodies[0] == server.bodies[1], "the same request again"
+
+
+def test_our_json_errors_are_final_for_the_tracker(scripted):
+    server = scripted((409, JSON, json.dumps({"message": "stepped elsewhere"})), OK)
+    assert _service(server.url, "tracker").handle(STEP) == (409, {"message": "stepped elsewhere"})
+    assert len(server.bodies) == 1
+
+
+def test_a_proxy_refusing_the_body_size_is_named(scripted):
+    server = scripted(NGINX_413)
+    status, answer = _service(server.url, "interactor").handle({"image": "x"})
+    assert status == 413 and len(server.bodies) == 1
+    assert "too large" in answer["message"] and "client_max_body_size" in answer["message"]
+    assert "SAM2_SERVER_URL" not in answer["message"]
+
+
+def test_a_refused_connection_is_retried_even_for_the_tracker(caplog):
+    # Nothing listens on the port: the request was never sent, so asking again is safe.
+    service = _service(f"http://127.0.0.1:{free_port()}", "tracker")
+    with caplog.at_level(logging.INFO, logger=remote.__name__):
+        status, answer = service.handle(STEP)
+    assert status == 502 and "refused the connection" in answer["message"]
+    again = [r for r in caplog.records if r.getMessage().startswith("Asking")]
+    assert len(again) == 2, "both retries were made"
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (a private CA of one) and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sam2 test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    ip = x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([ip]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_private_ca_is_trusted_through_its_setting(scripted, tls_files, monkeypatch):
+    cert, key = tls_files
+    server = scripted(OK)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # ignored: trust_env is off
+    status, answer = _service(server.url, "interactor").handle({"image": "x"})
+    assert status == 502 and "TLS certificate" in answer["message"]
+    assert "SAM2_SERVER_CA_BUNDLE" in answer["message"]
+    environ = {"SAM2_SERVER_URL": server.url, "SAM2_SERVER_CA_BUNDLE": str(cert)}
+    assert RemoteService.from_env(environ, "interactor").handle({"image": "x"})[0] == 200
+    with pytest.raises(RemoteConfigError, match="SAM2_SERVER_CA_BUNDLE"):
+        RemoteService.from_env({**environ, "SAM2_SERVER_CA_BUNDLE": "/nope.pem"}, "tracker")
+
+
+def test_the_proxy_waits_longer_than_the_server():
+    server_default = ServerConfig(settings={}, token=None).request_timeout_s
+    assert server.proxy_advice(ServerConfig(settings={}, token=None)) is None
+    longer = ServerConfig(settings={}, token=None, request_timeout_s=300)
+    assert "SAM2_SERVER_READ_TIMEOUT=310" in server.proxy_advice(longer)
+    assert server_default < remote.DEFAULT_READ_TIMEOUT_S
+    for kind in ("tracker", "interactor"):
+        spec = yaml.safe_load((SERVERLESS / kind / "nuclio" / "function-proxy.yaml").read_text())
+        env = {item["name"]: float(item["value"]) for item in spec["spec"]["env"]
+               if item["name"].endswith("TIMEOUT")}  # fmt: skip
+        assert env["SAM2_SERVER_READ_TIMEOUT"] > server_default
+        event_timeout = float(spec["spec"]["eventTimeout"].rstrip("s"))
+        assert (
+            event_timeout
+            >= 2 * env["SAM2_SERVER_READ_TIMEOUT"] + env["SAM2_SERVER_CONNECT_TIMEOUT"]
+        )
+
+
+def test_a_proxy_image_without_server_url_says_so():
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['redis'] = None; "
+        "from tracker.cvat import nuclio_glue; nuclio_glue.tracker_service({})"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "proxy image" in run.stderr and "SAM2_SERVER_URL" in run.stderr

@@ -1,0 +1,78 @@
+"""How the proxy (`tracker.cvat.remote`) reads an HTTP reply: our server's JSON, or someone
+else's error page (Ray Serve's plain text, a reverse proxy's HTML), named in the message with
+its status and a short excerpt so that an operator sees who answered what.
+
+Importing this module loads no PyTorch: a proxy image needs only `requests`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import requests
+
+Answer = tuple[int, dict[str, Any]]
+_EXCERPT_CHARS = 160
+# Statuses that say the request was not (or may not have been) served, from Ray Serve (408
+# request timeout, 500 when a replica dies, 503 when no replica can take it) or a proxy.
+_NOT_SERVED = {408, 500, 502, 503, 504}
+_OUR_RETRIED = {502, 503, 504}  # our own JSON answers that a repeat-safe request may retry
+
+
+class Failure(enum.Enum):
+    FINAL = "final"  # an answer (or an error asking again cannot mend)
+    UNSENT = "unsent"  # the request never reached the server: any request may be retried
+    UNANSWERED = "unanswered"  # it may have been served: retried only where repeats are safe
+
+
+def reply_answer(
+    url: str, reply: requests.Response, repeat_safe: bool
+) -> tuple[int, dict, Failure]:
+    """(status, answer, failure) for a reply that came back."""
+    status = reply.status_code
+    answer = _json_object(reply)
+    if status == 401 and answer is not None:
+        message = (
+            f"The SAM2 server at {url} refused this function's token; set SAM2_SERVER_TOKEN "
+            "to the server's token (see the README on rotating it)."
+        )
+        return 502, {"message": message}, Failure.FINAL
+    if answer is not None and (status < 400 or "message" in answer):
+        retried = repeat_safe and status in _OUR_RETRIED
+        return status, answer, Failure.UNANSWERED if retried else Failure.FINAL
+    said = f"HTTP {status} {reply.reason or ''}".strip() + f": {excerpt(reply.text)!r}"
+    if status == 413:
+        message = (
+            f"A proxy between this function and the SAM2 server at {url} refused the request "
+            f"body as too large ({said}); raise its body limit above the frames' size (nginx: "
+            "client_max_body_size 64m; see the README's TLS advice)."
+        )
+        return 413, {"message": message}, Failure.FINAL
+    if status in _NOT_SERVED:
+        message = (
+            f"The SAM2 server at {url} (or a proxy in front of it) did not serve the request "
+            f"({said}); check the server's log, and that SAM2_SERVER_URL points to it."
+        )
+        gateway = 504 if status in (408, 504) else 502
+        return gateway, {"message": message}, Failure.UNANSWERED
+    message = (
+        f"The SAM2 server at {url} answered with something else than the SAM2 server's JSON "
+        f"({said}); check that SAM2_SERVER_URL points to the SAM2 server."
+    )
+    return 502, {"message": message}, Failure.FINAL
+
+
+def excerpt(text: str) -> str:
+    """The start of a body, tags and runs of spaces removed (an HTML page's title and heading)."""
+    plain = re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", text)).strip()
+    return plain if len(plain) <= _EXCERPT_CHARS else plain[: _EXCERPT_CHARS - 3] + "..."
+
+
+def _json_object(reply: requests.Response) -> dict[str, Any] | None:
+    try:
+        answer = reply.json()
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
