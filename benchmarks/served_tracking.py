@@ -13,7 +13,7 @@ turns, frame by frame, so that the machine's drift falls on all alike; the media
 
     python benchmarks/served_tracking.py --image-size 256 --objects 4,16 --name served-cpu-256
     python benchmarks/served_tracking.py --image-size 1024 --objects 4 --frames 6 \
-        --steady-from 3 --name served-cpu-1024
+        --steady-from 3 --traffic-shapes rectangle,mask --name served-cpu-1024
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=10, help="frames per timed run")
     parser.add_argument("--steady-from", type=int, default=4, help="first frame timed")
     parser.add_argument("--no-server", action="store_true", help="skip the HTTP server")
+    parser.add_argument(
+        "--traffic-shapes", default="rectangle,polygon,mask", help="shape types of traffic runs"
+    )
     parser.add_argument("--name", default="served-cpu-256", help="results: benchmarks/results/")
     return parser.parse_args()
 
@@ -118,7 +121,7 @@ def traffic(args, video, redis_server, count: int) -> dict:
     than a rectangle)."""
     results = {
         shape_type: _traffic(args, video, redis_server, count, shape_type)
-        for shape_type in ("rectangle", "polygon", "mask")
+        for shape_type in args.traffic_shapes.split(",")
     }
     results["memory entry bytes"] = _entry_bytes(args, video)
     return results
