@@ -112,7 +112,7 @@ def _steady(per_frame: list[float], steady_from: int) -> float:
 
 
 def _ours_function(args):
-    from tracker.cvat.tracking import create
+    from tracker.cvat.agent.tracking import create
 
     return create(model_id=args.model_id, device=args.device, image_size=args.image_size)
 

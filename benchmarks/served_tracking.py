@@ -50,7 +50,7 @@ def _arguments() -> argparse.Namespace:
 
 def _lambda_tracker(args, redis_client=None):
     from tracker.cvat.env_options import tracker_options
-    from tracker.cvat.services import build_tracker
+    from tracker.cvat.lambda_protocol.services import build_tracker
 
     options = tracker_options(
         {"SAM2_MODEL_ID": args.model_id, "SAM2_IMAGE_SIZE": str(args.image_size)}
@@ -128,7 +128,7 @@ def traffic(args, video, redis_server, count: int) -> dict:
 
 
 def _traffic(args, video, redis_server, count: int, shape_type: str) -> dict:
-    from tracker.cvat.state_cache import StateCache
+    from tracker.cvat.stores.state_cache import StateCache
 
     client = redis_server.client()
     where = f"127.0.0.1:{redis_server.port}"
@@ -193,7 +193,7 @@ def main() -> None:
     import torch
     from systems import OursAgent
 
-    from tracker.cvat.tracking import create
+    from tracker.cvat.agent.tracking import create
     from tracker.devtools.checkpoints import ensure_hf_checkpoint
     from tracker.devtools.redis_server import RedisServer, free_port
     from tracker.devtools.synthetic import make_video

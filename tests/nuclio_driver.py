@@ -20,7 +20,7 @@ import nuclio_sdk
 import nuclio_sdk.test
 
 from tracker.cvat import shapes
-from tracker.cvat.state_store import parse_token, token
+from tracker.cvat.stores.state_store import parse_token, token
 
 SERVERLESS = Path(__file__).parent.parent / "serverless" / "sam2"
 _instances = itertools.count()

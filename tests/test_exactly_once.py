@@ -8,7 +8,7 @@ import pytest
 from nuclio_driver import NuclioFunction, box_prompt, stepped, track_frames, tracker_body
 
 from tracker.cvat import shapes
-from tracker.cvat.state_cache import StateCache
+from tracker.cvat.stores.state_cache import StateCache
 
 
 @pytest.fixture(params=["memory", "redis"])

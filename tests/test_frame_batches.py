@@ -10,8 +10,8 @@ import pytest
 from sam2_runs import iou
 
 from tracker.cvat import shape_tracker, shapes
+from tracker.cvat.agent.tracking import create
 from tracker.cvat.shape_tracker import Shape
-from tracker.cvat.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 
 

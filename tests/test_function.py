@@ -13,7 +13,7 @@ from sam2_runs import iou
 from shape_checks import assert_valid_shape, largest_region_filled
 
 from tracker.cvat import shapes
-from tracker.cvat.tracking import create
+from tracker.cvat.agent.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 from tracker.engine.streaming import Prediction
 

@@ -8,7 +8,7 @@ from cvat_cli._internal import agent_driver_interaction as interaction
 from cvat_cli._internal.agent_driver import set_worker_current_function
 from cvat_sdk.masks import decode_mask
 
-from tracker.cvat.interaction import create
+from tracker.cvat.agent.interaction import create
 from tracker.devtools.agent_worker import interact, prompts
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import TINY
 
 from tracker.cvat import shapes
-from tracker.cvat.tracking import create
+from tracker.cvat.agent.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 from tracker.devtools.checkpoints import ensure_hf_checkpoint
 from tracker.engine.model_loading import resolve_dtype

@@ -16,7 +16,7 @@ import torch
 from nuclio_driver import NuclioFunction, frame_b64
 
 from tracker.cvat import env_options
-from tracker.cvat.lambda_envelope import RequestError, request_object
+from tracker.cvat.lambda_protocol.lambda_envelope import RequestError, request_object
 from tracker.engine.model_loading import ModelConfigError
 
 

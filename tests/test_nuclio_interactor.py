@@ -8,7 +8,7 @@ import pytest
 from cvat_sdk.masks import decode_mask
 from nuclio_driver import NuclioFunction, frame_b64
 
-from tracker.cvat.interaction import create
+from tracker.cvat.agent.interaction import create
 from tracker.devtools.agent_worker import interact, prompts
 
 PROMPTS = {

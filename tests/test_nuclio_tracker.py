@@ -8,8 +8,8 @@ import pytest
 from nuclio_driver import NuclioFunction, box_prompt, stepped, track_frames, tracker_body
 
 from tracker.cvat import shapes
-from tracker.cvat.state_store import parse_token
-from tracker.cvat.tracking import create
+from tracker.cvat.agent.tracking import create
+from tracker.cvat.stores.state_store import parse_token
 from tracker.devtools.agent_worker import AgentWorker
 
 FRAMES = 8

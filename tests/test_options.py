@@ -54,7 +54,7 @@ def test_threads_are_a_parameter_of_every_interface(tiny_checkpoint, monkeypatch
     from tracker.cli.main import _parser
     from tracker.cli.serve import config_from_args
     from tracker.cvat import env_options
-    from tracker.cvat.tracking import create
+    from tracker.cvat.agent.tracking import create
 
     assert env_options.tracker_options({"SAM2_THREADS": "3"}).model.threads == 3
     assert _parser().parse_args(["track", "v", "--out", "o", "--threads", "2"]).threads == 2

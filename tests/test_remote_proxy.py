@@ -1,6 +1,6 @@
-"""The Nuclio functions' proxy (`tracker.cvat.remote`) against real HTTP(S) servers on loopback
-that answer as Ray Serve, a reverse proxy or our server would: what is retried, counted by the
-requests that arrived, and what the message says."""
+"""The Nuclio functions' proxy (`tracker.cvat.lambda_protocol.remote`) against real HTTP(S) servers
+on loopback that answer as Ray Serve, a reverse proxy or our server would: what is retried, counted
+by the requests that arrived, and what the message says."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from nuclio_driver import SERVERLESS
 
-from tracker.cvat import remote, remote_replies
-from tracker.cvat.remote import RemoteConfigError, RemoteService
+from tracker.cvat.lambda_protocol import remote, remote_replies
+from tracker.cvat.lambda_protocol.remote import RemoteConfigError, RemoteService
 from tracker.devtools.redis_server import free_port
 from tracker.serve import server
 from tracker.serve.server import ServerConfig
@@ -214,7 +214,7 @@ def test_the_proxy_waits_longer_than_the_server():
 def test_a_proxy_image_without_server_url_says_so():
     code = (
         "import sys; sys.modules['torch'] = sys.modules['redis'] = None; "
-        "from tracker.cvat import nuclio_glue; nuclio_glue.tracker_service({})"
+        "from tracker.cvat.lambda_protocol import nuclio_glue; nuclio_glue.tracker_service({})"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0

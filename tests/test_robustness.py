@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from shape_checks import assert_valid_shape
 
 from tracker.cvat import shapes
-from tracker.cvat.interaction import create as create_interactor
-from tracker.cvat.tracking import create
+from tracker.cvat.agent.interaction import create as create_interactor
+from tracker.cvat.agent.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 
 TINY_SIZE = 64  # the real architecture at its smallest input: fast enough for many examples

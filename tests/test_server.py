@@ -276,7 +276,7 @@ def test_nuclio_proxy_gives_the_same_shapes_and_builds_no_model(live_server, loc
 def test_a_proxy_imports_only_the_standard_library_and_requests():
     listed = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     code = (
-        "from tracker.cvat import nuclio_glue; "
+        "from tracker.cvat.lambda_protocol import nuclio_glue; "
         "nuclio_glue.tracker_service({'SAM2_SERVER_URL': 'http://127.0.0.1:9'}); "
         "nuclio_glue.interactor_service({'SAM2_SERVER_URL': 'http://127.0.0.1:9'}); "
     )

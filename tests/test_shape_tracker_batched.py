@@ -9,8 +9,8 @@ from cvat_sdk.masks import decode_mask
 from sam2_runs import iou
 
 from tracker.cvat import shapes
+from tracker.cvat.agent.tracking import create
 from tracker.cvat.shape_tracker import Shape
-from tracker.cvat.tracking import create
 from tracker.engine.frames import FrameError
 from tracker.engine.results import Prediction
 

@@ -8,8 +8,8 @@ import cvat_sdk.auto_annotation as cvataa
 import pytest
 
 from tracker.cvat import shapes
+from tracker.cvat.agent.tracking import create
 from tracker.cvat.state_budget import StateBudget
-from tracker.cvat.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 
 

@@ -10,9 +10,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from tracker.cvat.redis_store import RedisStateStore, tensor_fields
 from tracker.cvat.shape_tracker import Shape, TrackedObject
-from tracker.cvat.state_store import (
+from tracker.cvat.stores.redis_store import RedisStateStore, tensor_fields
+from tracker.cvat.stores.state_store import (
     MemoryStateStore,
     Record,
     StateConflictError,

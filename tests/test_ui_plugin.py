@@ -21,7 +21,7 @@ import yaml
 from nuclio_driver import SERVERLESS
 
 from tracker.cvat import env_options, shapes
-from tracker.cvat.services import build_tracker
+from tracker.cvat.lambda_protocol.services import build_tracker
 from tracker.devtools.lambda_standin import LambdaStandIn
 
 PLUGIN = Path(__file__).parent.parent / "cvat-ui-plugin"

@@ -186,8 +186,8 @@ def _track_into(staging: Path, video, args, count: int, prompts: list, params: d
     from tqdm import tqdm
 
     from tracker.cli.outputs import OutputWriter
+    from tracker.cvat.agent.tracking import Sam2TrackingFunction
     from tracker.cvat.options import Syntax
-    from tracker.cvat.tracking import Sam2TrackingFunction
 
     params = {name: value for name, value in params.items() if value is not None}
     frames = video.frames(args.start, count)

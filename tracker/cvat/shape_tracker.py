@@ -1,10 +1,10 @@
 """CVAT shapes tracked by the streaming engine: the one code path under every tracker entry point.
 
-The agent function (`tracker.cvat.tracking`), the CVAT lambda protocol behind the Nuclio functions
-and the server (`tracker.cvat.lambda_api`) and the CLI all start and step objects here, so shapes
-are decoded, checked and encoded the same way whichever way CVAT reaches us. Errors a user can fix
-are the `ValueError` subclasses listed in `tracker.cvat.user_errors`; each entry point turns them
-into its protocol's kind of error.
+The agent function (`tracker.cvat.agent.tracking`), the CVAT lambda protocol behind the Nuclio
+functions and the server (`tracker.cvat.lambda_protocol.lambda_api`) and the CLI all start and step
+objects here, so shapes are decoded, checked and encoded the same way whichever way CVAT reaches us.
+Errors a user can fix are the `ValueError` subclasses listed in `tracker.cvat.user_errors`; each
+entry point turns them into its protocol's kind of error.
 """
 
 from __future__ import annotations

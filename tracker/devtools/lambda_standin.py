@@ -13,14 +13,13 @@ It serves what cvat-core's `core.lambda.list()` and `core.lambda.call()` reach, 
   passes it on: its status, and as body only requests' text of the error
   ("404 Client Error: Not Found for url: ...", a JSON string): CVAT drops the function's message.
 
-The function is our real tracker service (`tracker.cvat.services.build_tracker`), called in
-process through `LambdaTracker.handle`, as the Nuclio entry point calls it. Requests are counted
-per frame. For the plugin's failure paths, `faults` makes the next request for a frame fail as
-a deployment can: states the function does not know (it answers its own 4xx), an error status
-(5xx), a dropped connection, a malformed answer, or (random weights never lose an object) an
-answer that marks objects outside.
-It also serves a folder of static files under `/page/` (the browser test's page and bundle).
-It listens on 127.0.0.1 only; it is no CVAT.
+The function is our real tracker service (`tracker.cvat.lambda_protocol.services.build_tracker`),
+called in process through `LambdaTracker.handle`, as the Nuclio entry point calls it. Requests are
+counted per frame. For the plugin's failure paths, `faults` makes the next request for a frame fail
+as a deployment can: states the function does not know (it answers its own 4xx), an error status
+(5xx), a dropped connection, a malformed answer, or (random weights never lose an object) an answer
+that marks objects outside. It also serves a folder of static files under `/page/` (the browser
+test's page and bundle). It listens on 127.0.0.1 only; it is no CVAT.
 """
 
 from __future__ import annotations

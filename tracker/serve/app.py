@@ -1,7 +1,8 @@
 """The SAM2 server's Ray Serve deployment: the Nuclio functions' protocol over HTTP.
 
 `POST /interactor` and `POST /tracker` take and answer exactly the Nuclio functions' JSON, through
-the same services (`tracker.cvat.services`), so a Nuclio function in proxy mode only forwards.
+the same services (`tracker.cvat.lambda_protocol.services`), so a Nuclio function in proxy
+mode only forwards.
 `GET /health` needs no token and says only that a replica is ready; with the token it adds the
 model, device, replicas and whether Redis answers (asked off the event loop, with the store's
 own timeout). Every replica builds its own model and warms it (one tracker start and step, one
@@ -29,11 +30,11 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker.cvat import services
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
-from tracker.cvat.lambda_api import LambdaTracker
-from tracker.cvat.lambda_interactor import LambdaInteractor
-from tracker.cvat.state_store import MemoryStateStore, StoreUnavailableError
+from tracker.cvat.lambda_protocol import services
+from tracker.cvat.lambda_protocol.lambda_api import LambdaTracker
+from tracker.cvat.lambda_protocol.lambda_interactor import LambdaInteractor
+from tracker.cvat.stores.state_store import MemoryStateStore, StoreUnavailableError
 
 
 @dataclasses.dataclass(frozen=True)

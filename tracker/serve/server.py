@@ -13,7 +13,7 @@ import logging
 import socket
 
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
-from tracker.cvat.remote import READ_TIMEOUT_MARGIN_S, SERVER_REQUEST_TIMEOUT_S
+from tracker.cvat.lambda_protocol.remote import READ_TIMEOUT_MARGIN_S, SERVER_REQUEST_TIMEOUT_S
 
 _log = logging.getLogger(__name__)
 

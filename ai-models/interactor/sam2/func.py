@@ -7,6 +7,6 @@ Serve it:     cvat-cli function run-agent ID --function-file=ai-models/interacto
 Parameters are documented in the repository's README.
 """
 
-from tracker.cvat.interaction import create
+from tracker.cvat.agent.interaction import create
 
 __all__ = ["create"]

@@ -7,6 +7,6 @@ Serve it:     cvat-cli function run-agent ID --function-file=ai-models/tracker/s
 Parameters are documented in the repository's README.
 """
 
-from tracker.cvat.tracking import create
+from tracker.cvat.agent.tracking import create
 
 __all__ = ["create"]

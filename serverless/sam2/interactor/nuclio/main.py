@@ -1,6 +1,6 @@
 """Nuclio entry point of the SAM2 interactor for CVAT's AI Tools (see the repository's README)."""
 
-from tracker.cvat import nuclio_glue
+from tracker.cvat.lambda_protocol import nuclio_glue
 
 
 def init_context(context):

@@ -1,7 +1,7 @@
 """A replica's copies of recently used object states, so that a step reads from Redis only what
 the copy lacks.
 
-A stored field never changes once written (`tracker.cvat.redis_store`), and an object's version
+A stored field never changes once written (`redis_store.py`), and an object's version
 names exactly one state (a version is committed once, under WATCH). So a copy of any version
 stays right field by field: a step whose object this replica stepped last reads nothing but the
 object's header; one whose object another replica stepped since reads only the fields written

@@ -3,14 +3,15 @@
 CVAT's AI Tools carry each object's state through the browser (JSON, signed by CVAT), so the
 state CVAT sees is only a token, `<handle>.<version>`: 128 random bits naming the object and the
 number of steps it has taken. The tensors stay here, in process memory (`MemoryStateStore`) or in
-Redis (`tracker.cvat.redis_store`), which survives restarts and is shared by replicas. Both give
+Redis (`redis_store.py`), which survives restarts and is shared by replicas. Both give
 the same guarantees, through one `Transaction` per request:
 
 - a request's objects are read, stepped outside any lock, and committed together: every object
   of the request moves on, or none does (optimistic concurrency: if anything else stepped one of
   them meanwhile, the commit fails with `StateConflictError` and nothing is written);
 - an object's version says which step it is at, so a repeated request (a retry after a lost
-  answer, a duplicate) is recognised and never steps an object twice (`tracker.cvat.lambda_api`);
+  answer, a duplicate) is recognised and never steps an object twice
+  (`tracker.cvat.lambda_protocol.lambda_api`);
 - a state expires `STATE_TTL_SECONDS` after its last use, as CVAT's signed states do.
 """
 

@@ -11,8 +11,8 @@ from our server (connection lost after sending, read timeout, a 408/500/502/503/
 our JSON: Ray Serve's plain text when a replica dies or times out, a reverse proxy's HTML) is
 retried only where asking again is harmless: always for the interactor, and for the tracker since
 the server answers a repeated request (same states, same frame) as the first time, without
-stepping (`tracker.cvat.lambda_api`; `TRACKER_REPEATS_ARE_SAFE`). Answers in our JSON are final,
-except 502/503/504 where repeats are safe.
+stepping (`lambda_api`; `TRACKER_REPEATS_ARE_SAFE`). Answers in our JSON are final, except
+502/503/504 where repeats are safe.
 
 Importing this module loads no PyTorch: a proxy image needs only `requests`.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 import urllib3.exceptions
 
-from tracker.cvat.remote_replies import Answer, Failure, reply_answer
+from tracker.cvat.lambda_protocol.remote_replies import Answer, Failure, reply_answer
 
 _log = logging.getLogger(__name__)
 

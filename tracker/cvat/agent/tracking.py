@@ -14,7 +14,8 @@ from typing import Any
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
-from tracker.cvat.frame_batches import FrameBatches
+from tracker.cvat.agent.frame_batches import FrameBatches
+from tracker.cvat.agent.startup import in_agent_worker
 from tracker.cvat.options import Syntax, TrackerOptions
 from tracker.cvat.shape_tracker import (
     SUPPORTED_SHAPE_TYPES,
@@ -22,7 +23,6 @@ from tracker.cvat.shape_tracker import (
     ShapeTracker,
     TrackedObject,
 )
-from tracker.cvat.startup import in_agent_worker
 from tracker.cvat.state_budget import StateBudget, dropped_state_message
 from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.streaming import FrameFeatures, StreamingSam2
@@ -95,7 +95,7 @@ class Sam2TrackingFunction:
 
 def create(**params: object) -> Sam2TrackingFunction:
     """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
-    worker the model is loaded here, before the first request (see `tracker.cvat.startup`)."""
+    worker the model is loaded here, before the first request (see `tracker.cvat.agent.startup`)."""
     function = Sam2TrackingFunction.from_params(params)
     if in_agent_worker():
         function.engine  # noqa: B018 - loads the model, or fails the agent's start with why

@@ -7,8 +7,7 @@ shape its newest step answered (JSON, zlib-compressed), and whose other fields a
 in safetensors format, one per memory entry: `mem:c`/`ptr:c` for the conditioning frame,
 `mem:N`/`ptr:N` for tracked frame N. Tensor fields never change once written, so a step writes
 only what is new (the frame's memory and pointer), deletes what memory attention no longer reads,
-and reads only what this replica's cache (`tracker.cvat.state_cache`) lacks: usually the header
-alone.
+and reads only what this replica's cache (`state_cache.py`) lacks: usually the header alone.
 
 A request is one transaction on one connection: WATCH every object's key, read all headers in one
 round trip (on a second pooled connection, after the WATCH), the missing fields in another, then
@@ -29,8 +28,8 @@ import safetensors.torch
 import torch
 
 from tracker.cvat.shape_tracker import Shape, TrackedObject
-from tracker.cvat.state_cache import StateCache
-from tracker.cvat.state_store import (
+from tracker.cvat.stores.state_cache import StateCache
+from tracker.cvat.stores.state_store import (
     STATE_TTL_SECONDS,
     Record,
     StateConflictError,

@@ -25,8 +25,8 @@ import numpy as np
 import PIL.Image
 from cvat_sdk.masks import decode_mask
 
-from tracker.cvat.interaction import Sam2InteractionFunction
-from tracker.cvat.lambda_envelope import (
+from tracker.cvat.agent.interaction import Sam2InteractionFunction
+from tracker.cvat.lambda_protocol.lambda_envelope import (
     Answer,
     RequestError,
     answered,

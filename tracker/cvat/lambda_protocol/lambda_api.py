@@ -5,7 +5,7 @@ order): a shape without a state starts an object on this frame, a state continue
 CVATs send `null` shapes or no `shapes` then; older ones repeat the last shape, which is ignored).
 A shape is CVAT's legacy `[x1, y1, x2, y2]` rectangle or `{"type", "points"}` for rectangles,
 polygons and masks, answered in the same form. A state is a token `<handle>.<version>`
-(`tracker.cvat.state_store`).
+(`tracker.cvat.stores.state_store`).
 
 The answer also has `outside`, a boolean per shape: true where SAM2 sees no object on this frame.
 CVAT's AI Tools read only `shapes` and `states` and fail on a missing shape, so `shapes` then
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import PIL.Image
 
-from tracker.cvat.lambda_envelope import (
+from tracker.cvat.lambda_protocol.lambda_envelope import (
     Answer,
     RequestError,
     answer_shape,
@@ -36,7 +36,7 @@ from tracker.cvat.lambda_envelope import (
     tracker_request,
 )
 from tracker.cvat.shape_tracker import Shape, ShapeTracker
-from tracker.cvat.state_store import (
+from tracker.cvat.stores.state_store import (
     Record,
     StaleStateError,
     StateConflictError,

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 import redis
 
 from tracker.cvat import env_options
-from tracker.cvat.interaction import Sam2InteractionFunction
-from tracker.cvat.lambda_api import LambdaTracker
-from tracker.cvat.lambda_interactor import LambdaInteractor
+from tracker.cvat.agent.interaction import Sam2InteractionFunction
+from tracker.cvat.lambda_protocol.lambda_api import LambdaTracker
+from tracker.cvat.lambda_protocol.lambda_interactor import LambdaInteractor
 from tracker.cvat.options import TrackerOptions
-from tracker.cvat.redis_store import RedisStateStore
 from tracker.cvat.shape_tracker import ShapeTracker
-from tracker.cvat.state_store import MemoryStateStore, StateStore, StoreUnavailableError
+from tracker.cvat.stores.redis_store import RedisStateStore
+from tracker.cvat.stores.state_store import MemoryStateStore, StateStore, StoreUnavailableError
 
 _log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import PIL.Image
 from cvat_sdk import models
 
 from tracker.cvat import shapes
+from tracker.cvat.agent.startup import in_agent_worker
 from tracker.cvat.options import InteractorOptions, Syntax
-from tracker.cvat.startup import in_agent_worker
 from tracker.cvat.state_budget import StateBudget
 from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.image_prompts import ImageEmbedding, Sam2ImageSegmenter
@@ -95,7 +95,7 @@ class Sam2InteractionFunction:
 
 def create(**params: object) -> Sam2InteractionFunction:
     """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
-    worker the model is loaded here, before the first request (see `tracker.cvat.startup`)."""
+    worker the model is loaded here, before the first request (see `tracker.cvat.agent.startup`)."""
     function = Sam2InteractionFunction.from_params(params)
     if in_agent_worker():
         function.segmenter  # noqa: B018 - loads the model, or fails the agent's start with why

@@ -22,7 +22,7 @@ import PIL.Image
 
 from tracker.cvat.options import RequestLimits, Syntax
 from tracker.cvat.shape_tracker import Shape
-from tracker.cvat.state_store import (
+from tracker.cvat.stores.state_store import (
     StateConflictError,
     StateDroppedError,
     StoreUnavailableError,

@@ -1,4 +1,4 @@
-"""How the proxy (`tracker.cvat.remote`) reads an HTTP reply: our server's JSON, or someone
+"""How the proxy (`remote.py` beside this) reads an HTTP reply: our server's JSON, or someone
 else's error page (Ray Serve's plain text, a reverse proxy's HTML), named in the message with
 its status and a short excerpt so that an operator sees who answered what.
 

@@ -1,8 +1,8 @@
 """What the Nuclio entry points (`serverless/*/nuclio/main.py`) share: service set-up and answers.
 
 Nuclio calls `init_context` once per worker process and `handler` per request. The service
-(`tracker.cvat.lambda_api.LambdaTracker`, `...lambda_interactor.LambdaInteractor`, or a proxy to
-a remote server) answers `(status, JSON object)` and never raises, so neither does the handler.
+(`lambda_api.LambdaTracker`, `lambda_interactor.LambdaInteractor`, or a proxy to a remote
+server) answers `(status, JSON object)` and never raises, so neither does the handler.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def tracker_service(environ: Mapping[str, str]) -> Service:
     """The tracker: a proxy to the remote server when `SAM2_SERVER_URL` is set (no model, no
     PyTorch imported), else SAM2 in this process."""
     if environ.get("SAM2_SERVER_URL"):
-        from tracker.cvat.remote import RemoteService
+        from tracker.cvat.lambda_protocol.remote import RemoteService
 
         return RemoteService.from_env(environ, "tracker")
     with _model_installed():
-        from tracker.cvat.services import tracker_from_env
+        from tracker.cvat.lambda_protocol.services import tracker_from_env
 
     return tracker_from_env(environ)
 
@@ -47,11 +47,11 @@ def tracker_service(environ: Mapping[str, str]) -> Service:
 def interactor_service(environ: Mapping[str, str]) -> Service:
     """The interactor, likewise."""
     if environ.get("SAM2_SERVER_URL"):
-        from tracker.cvat.remote import RemoteService
+        from tracker.cvat.lambda_protocol.remote import RemoteService
 
         return RemoteService.from_env(environ, "interactor")
     with _model_installed():
-        from tracker.cvat.services import interactor_from_env
+        from tracker.cvat.lambda_protocol.services import interactor_from_env
 
     return interactor_from_env(environ)
 
