@@ -99,7 +99,8 @@ def test_health_says_ready_to_anyone_and_details_with_the_token(live_server):
 
 
 def test_warm_up_runs_the_model_and_keeps_no_state(tiny_checkpoint):
-    from tracker.cvat import env_options, services
+    from tracker.cvat import env_options
+    from tracker.cvat.lambda_protocol import services
     from tracker.serve.app import warm_up
 
     tracker = services.build_tracker(env_options.tracker_options(SETTINGS), None)

@@ -68,8 +68,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
-    from tracker.cvat.env_options import variable
-    from tracker.engine.model_loading import resolve_device
+    from tracker.cvat.env_options import device, variable
     from tracker.serve.server import ServerConfig
 
     settings = {k: v for k, v in environ.items() if k.startswith("SAM2_")}
@@ -80,8 +79,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
     settings.pop("SAM2_SERVER_TOKEN", None)  # replicas need no token in their settings
     gpus = args.gpus_per_replica
     if gpus is None:  # the device as replicas will resolve it ("auto" is CUDA on a GPU host)
-        device = resolve_device(settings.get("SAM2_DEVICE", "auto"))
-        gpus = 1.0 if device.type == "cuda" else 0.0
+        resolved = device(settings)
+        gpus = 1.0 if resolved.type == "cuda" else 0.0
     return ServerConfig(
         settings=settings,
         token=environ.get("SAM2_SERVER_TOKEN") or None,

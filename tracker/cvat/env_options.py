@@ -57,6 +57,14 @@ def _params(environ: Mapping[str, str], specs: Sequence[ParameterSpec]) -> dict[
     return {spec.name: _parsed(text, spec) for spec, text in texts.items() if text}
 
 
+def device(environ: Mapping[str, str]):
+    """The device `SAM2_DEVICE` names on this machine (`auto` resolved), for a server choosing
+    its replicas' GPUs before any model is built."""
+    from tracker.engine import model_loading
+
+    return model_loading.resolve_device(environ.get("SAM2_DEVICE", "auto"))
+
+
 def tracker_options(environ: Mapping[str, str]) -> TrackerOptions:
     """The tracker's parameters and the limits of one request (these two only for Nuclio and
     the server: the agent functions take no limits)."""
