@@ -137,14 +137,20 @@ def _two_at_once(function, bodies: list[dict]) -> list:
     return answers
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_concurrent_steps_onto_two_frames_one_wins(request, store, tiny_checkpoint, video):
-    request.getfixturevalue("with_redis" if store == "redis" else "environment")
+@pytest.fixture(params=["memory", "redis"])
+def box_started(request, tiny_checkpoint, video):
+    """A function with a box started on frame 0, its states, and the shapes of tracking it
+    on frames 1 and 2 undisturbed."""
+    request.getfixturevalue("with_redis" if request.param == "redis" else "environment")
     box = box_prompt(video)
     reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
     function = NuclioFunction("tracker")
     status, answer = function.call(tracker_body(video.frames[0], [box], None))
-    states = answer["states"]
+    return function, answer["states"], reference
+
+
+def test_concurrent_steps_onto_two_frames_one_wins(box_started, video):
+    function, states, reference = box_started
     bodies = [tracker_body(video.frames[i], None, states) for i in (1, 2)]
     answers = _two_at_once(function, bodies)
     assert sorted(status for status, _ in answers) == [200, 409]
@@ -156,15 +162,9 @@ def test_concurrent_steps_onto_two_frames_one_wins(request, store, tiny_checkpoi
         assert status == 200 and answer["shapes"] == reference[1], "the object was not corrupted"
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_a_request_sent_twice_at_once_steps_once(request, store, tiny_checkpoint, video):
+def test_a_request_sent_twice_at_once_steps_once(box_started, video):
     """Both are answered 200 with the same shapes and states; the object moved one step."""
-    request.getfixturevalue("with_redis" if store == "redis" else "environment")
-    box = box_prompt(video)
-    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
-    function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], [box], None))
-    states = answer["states"]
+    function, states, reference = box_started
     body = tracker_body(video.frames[1], None, states)
     answers = _two_at_once(function, [body, body])
     assert [status for status, _ in answers] == [200, 200]

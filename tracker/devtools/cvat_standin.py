@@ -20,12 +20,14 @@ import re
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import PIL.Image
+
+from tracker.devtools.loopback_http import LoopbackServer
 
 SERVER_VERSION = "2.80.0"
 TASK_ID = 1
@@ -36,7 +38,7 @@ _NOW = "2026-01-01T00:00:00Z"
 RequestScript = Callable[["CvatStandIn"], dict[str, Any]]
 
 
-class CvatStandIn:
+class CvatStandIn(LoopbackServer):
     """The server state: one task, registered functions, a request queue and its results."""
 
     def __init__(self, frames: list[PIL.Image.Image], token: str) -> None:
@@ -51,7 +53,6 @@ class CvatStandIn:
         self.unauthorized = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @staticmethod
     def _encode(image: PIL.Image.Image) -> bytes:
@@ -86,27 +87,6 @@ class CvatStandIn:
                              "obj_bbox": [list(c) for c in box] if box else []})  # fmt: skip
 
     # -- serving ---------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> CvatStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            server_state = standin
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
     # -- API -------------------------------------------------------------------------------------
 
@@ -304,6 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+CvatStandIn.handler = _Handler  # defined below the stand-in it serves
 
 
 def main() -> None:

@@ -35,9 +35,11 @@ import string
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
+
+from tracker.devtools.loopback_http import LoopbackServer
 
 STATE_MAX_AGE_S = 8 * 3600  # CVAT's TRACKER_STATE_MAX_AGE
 TASK_ID = 1
@@ -88,7 +90,7 @@ class TimestampSigner:
         return value
 
 
-class LambdaStandIn:
+class LambdaStandIn(LoopbackServer):
     """One task (frames in a folder, one job over all of them) and one tracker function."""
 
     def __init__(self, frames: list[Path], function: Service, static: Path | None = None) -> None:
@@ -101,29 +103,6 @@ class LambdaStandIn:
         self.faults: dict[int, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}  # what the tests want the page to know (shapes, sizes)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> LambdaStandIn:
-        standin = self
-
-        class Handler(_Handler):
-            server_state = standin
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def functions(self) -> list[dict[str, Any]]:
         """As `LambdaFunction.to_dict` lists Nuclio functions: our tracker and a detector."""
@@ -246,3 +225,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+LambdaStandIn.handler = _Handler  # defined below the stand-in it serves

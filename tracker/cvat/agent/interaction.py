@@ -8,49 +8,39 @@ mask decoder; `max_embedding_memory_mb` bounds what those results hold.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 from cvat_sdk import models
 
 from tracker.cvat import shapes
-from tracker.cvat.agent.startup import in_agent_worker
-from tracker.cvat.options import InteractorOptions, Syntax
+from tracker.cvat.agent.base import AgentFunction
+from tracker.cvat.options import InteractorOptions
 from tracker.cvat.state_budget import StateBudget
-from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.image_prompts import ImageEmbedding, Sam2ImageSegmenter
 
 
-class Sam2InteractionFunction:
+class Sam2InteractionFunction(AgentFunction):
     # Points alone, a box alone, or both: nothing is required by the spec, so CVAT's UI accepts
     # each combination; a request with no prompt at all is refused by `detect` with a message.
     spec = cvataa.InteractionFunctionSpec(min_pos_points=0, min_neg_points=0, min_bounding_boxes=0)
+    options_class = InteractorOptions
+    stage = "embed"
 
     def __init__(self, options: InteractorOptions) -> None:
-        self.options = options
+        super().__init__(options)
         # The agent keeps every embedding for 10 minutes with no cap on their number: bound them.
         # An embedding dropped here is computed again when its image is clicked once more.
         self.budget = StateBudget(options.max_embedding_memory_mb * 1024 * 1024, "embedding")
-
-    @classmethod
-    def from_params(
-        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
-    ) -> Sam2InteractionFunction:
-        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
-        with reported_to_user(syntax):
-            return cls(InteractorOptions.from_params(params, syntax=syntax))
-
-    def _reported(self, stage: str = "embed") -> contextlib.AbstractContextManager[None]:
-        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
-        return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
     def segmenter(self) -> Sam2ImageSegmenter:
         with self._reported("load"):
             return Sam2ImageSegmenter(self.options.model.load(), dtype=self.options.model.dtype)
+
+    def load(self) -> None:
+        self.segmenter  # noqa: B018 - built on first use
 
     def preprocess_image(
         self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image
@@ -94,9 +84,5 @@ class Sam2InteractionFunction:
 
 
 def create(**params: object) -> Sam2InteractionFunction:
-    """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
-    worker the model is loaded here, before the first request (see `tracker.cvat.agent.startup`)."""
-    function = Sam2InteractionFunction.from_params(params)
-    if in_agent_worker():
-        function.segmenter  # noqa: B018 - loads the model, or fails the agent's start with why
-    return function
+    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
+    return Sam2InteractionFunction.created(params)

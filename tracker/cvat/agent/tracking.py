@@ -7,16 +7,14 @@ would reach the user as "Unknown error".
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any
 
 import cvat_sdk.auto_annotation as cvataa
 import PIL.Image
 
+from tracker.cvat.agent.base import AgentFunction
 from tracker.cvat.agent.frame_batches import FrameBatches
-from tracker.cvat.agent.startup import in_agent_worker
-from tracker.cvat.options import Syntax, TrackerOptions
+from tracker.cvat.options import TrackerOptions
 from tracker.cvat.shape_tracker import (
     SUPPORTED_SHAPE_TYPES,
     Shape,
@@ -24,39 +22,31 @@ from tracker.cvat.shape_tracker import (
     TrackedObject,
 )
 from tracker.cvat.state_budget import StateBudget, dropped_state_message
-from tracker.cvat.user_errors import reported_to_user
 from tracker.engine.streaming import FrameFeatures, StreamingSam2
 
 
-class Sam2TrackingFunction:
+class Sam2TrackingFunction(AgentFunction):
     """SAM2 tracking of masks, polygons and rectangles for cvat-cli's agent."""
 
     spec = cvataa.TrackingFunctionSpec(supported_shape_types=SUPPORTED_SHAPE_TYPES)
+    options_class = TrackerOptions
+    stage = "track"
 
     def __init__(self, options: TrackerOptions) -> None:
-        self.options = options
+        super().__init__(options)
         self.tracker = ShapeTracker(options)
         self.batches = FrameBatches(self.tracker)  # the agent asks for one shape at a time
         # The agent keeps every state for 8 hours with no cap on their number: bound them.
         self.budget = StateBudget(options.max_state_memory_mb * 1024 * 1024)
-
-    @classmethod
-    def from_params(
-        cls, params: dict[str, Any], syntax: Syntax = Syntax.AGENT
-    ) -> Sam2TrackingFunction:
-        """Check `params`, with errors phrased in `syntax`; no weights are read yet."""
-        with reported_to_user(syntax):
-            return cls(TrackerOptions.from_params(params, syntax=syntax))
-
-    def _reported(self, stage: str = "track") -> contextlib.AbstractContextManager[None]:
-        """User errors and running out of GPU memory during `stage`, as `BadFunctionError`s."""
-        return reported_to_user(self.options.syntax, stage)
 
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """The model is loaded on first use, so registering the function needs no weights."""
         with self._reported("load"):
             return self.tracker.engine
+
+    def load(self) -> None:
+        self.engine  # noqa: B018 - built on first use
 
     def preprocess_image(
         self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image
@@ -94,9 +84,5 @@ class Sam2TrackingFunction:
 
 
 def create(**params: object) -> Sam2TrackingFunction:
-    """The factory cvat-cli calls with the `-p name=type:value` parameters. In `run-agent`'s
-    worker the model is loaded here, before the first request (see `tracker.cvat.agent.startup`)."""
-    function = Sam2TrackingFunction.from_params(params)
-    if in_agent_worker():
-        function.engine  # noqa: B018 - loads the model, or fails the agent's start with why
-    return function
+    """The factory cvat-cli calls with the `-p name=type:value` parameters."""
+    return Sam2TrackingFunction.created(params)
