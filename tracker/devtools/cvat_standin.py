@@ -20,14 +20,13 @@ import re
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import PIL.Image
 
-from tracker.devtools.loopback_http import LoopbackServer
+from tracker.devtools.loopback_http import LoopbackServer, StandInHandler
 
 SERVER_VERSION = "2.80.0"
 TASK_ID = 1
@@ -200,11 +199,8 @@ _ROUTES: list[tuple[str, re.Pattern, str]] = [
 ]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     server_state: CvatStandIn
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
-        pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         self._dispatch("GET")
@@ -274,16 +270,6 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 (state.completed if outcome == "complete" else state.failed)[ar_id] = body
         return self._json({})
-
-    def _json(self, payload: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self._send(json.dumps(payload).encode(), "application/json", status)
-
-    def _send(self, data: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 CvatStandIn.handler = _Handler  # defined below the stand-in it serves

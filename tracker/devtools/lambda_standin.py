@@ -35,11 +35,10 @@ import string
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 
-from tracker.devtools.loopback_http import LoopbackServer
+from tracker.devtools.loopback_http import LoopbackServer, StandInHandler
 
 STATE_MAX_AGE_S = 8 * 3600  # CVAT's TRACKER_STATE_MAX_AGE
 TASK_ID = 1
@@ -161,35 +160,30 @@ class LambdaStandIn(LoopbackServer):
         return 200, answer
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     server_state: LambdaStandIn
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
-        pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         standin = self.server_state
         path = self.path.split("?", 1)[0]
         if path == "/api/lambda/functions":
-            return self._json(200, standin.functions())
+            return self._json(standin.functions())
         if path == "/standin/info":
             with standin._lock:
                 requests, order = dict(standin.requests), list(standin.order)
             described = {"frames": len(standin.frames), "taskId": TASK_ID, "jobId": JOB_ID}
-            return self._json(
-                200, {**described, "requests": requests, "order": order, **standin.extra}
-            )
+            return self._json({**described, "requests": requests, "order": order, **standin.extra})
         if path.startswith("/frames/"):
             index = int(path.rsplit("/", 1)[1])
-            return self._send(200, standin.frames[index].read_bytes(), "image/jpeg")
+            return self._send(standin.frames[index].read_bytes(), "image/jpeg")
         if path.startswith("/page/") and standin.static is not None:
             root = standin.static.resolve()
             file = (root / path[len("/page/") :]).resolve()
             if file.is_file() and file.is_relative_to(root):
                 kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
                 kind = "text/javascript" if file.suffix in (".js", ".mjs") else kind
-                return self._send(200, file.read_bytes(), kind)
-        return self._json(404, {"detail": "Not found."})
+                return self._send(file.read_bytes(), kind)
+        return self._json({"detail": "Not found."}, 404)
 
     def do_POST(self) -> None:  # noqa: N802
         standin = self.server_state
@@ -203,28 +197,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self.connection.shutdown(2)
                 return None
-            return self._json(status, answer)
+            return self._json(answer, status)
         if path == "/standin/faults":  # {frame: {kind, ...}}
             with standin._lock:
                 standin.faults.update({int(k): v for k, v in body.items()})
-            return self._json(200, {})
+            return self._json({})
         if path == "/standin/reset":
             with standin._lock:
                 standin.requests.clear()
                 standin.order.clear()
                 standin.faults.clear()
-            return self._json(200, {})
-        return self._json(404, {"detail": "Not found."})
-
-    def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
-
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            return self._json({})
+        return self._json({"detail": "Not found."}, 404)
 
 
 LambdaStandIn.handler = _Handler  # defined below the stand-in it serves

@@ -3,15 +3,34 @@ handler reaches the stand-in's state as `server_state` (shared by the CVAT stand
 
 from __future__ import annotations
 
+import json
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
+
+
+class StandInHandler(BaseHTTPRequestHandler):
+    """A quiet request handler that answers JSON or raw bytes."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by design
+        pass
+
+    def _json(self, payload: Any, status: int = HTTPStatus.OK) -> None:
+        self._send(json.dumps(payload).encode(), "application/json", status)
+
+    def _send(self, data: bytes, content_type: str, status: int = HTTPStatus.OK) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class LoopbackServer:
     """Subclasses set `handler`; `start` serves on a free loopback port, `stop` ends it."""
 
-    handler: ClassVar[type[BaseHTTPRequestHandler]]
+    handler: ClassVar[type[StandInHandler]]
     _server: ThreadingHTTPServer | None = None
 
     @property
