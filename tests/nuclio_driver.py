@@ -105,3 +105,41 @@ def track_frames(functions: list[NuclioFunction], video, first_shapes: list, fra
         states = answer["states"]
         results.append(answer["shapes"])
     return results
+
+
+def lambda_manager_body(frame: Path, ui: dict, supported_shape_types: bool = True) -> dict:
+    """The body CVAT 2.73.0's lambda_manager posts a tracker for the UI's call `ui` (cvat-core's
+    `lambda.call` data: `{"type", "frame", "shapes"?, "states"?, "job"}`), as
+    `cvat/apps/lambda_manager/views.py` (ac6e63b96, lines 554-592) builds it in `invoke`:
+    no `states` (`init_tracking`) becomes `states: []`; no `shapes` (`track`, 2.40+) becomes
+    `shapes: [None] * len(states)`; both (a 2.26-2.39 UI) pass as sent. `prepare_shape` keeps a
+    `{"type", "points"}` shape for a function that declares `supported_shape_types` and sends
+    only its points otherwise (the legacy form). States come back JSON-decoded (`signed`)."""
+    if "states" not in ui:
+        shapes, states = ui["shapes"], []
+    elif "shapes" not in ui:
+        states = ui["states"]
+        shapes = [None] * len(states)
+    else:
+        shapes, states = ui["shapes"], ui["states"]
+
+    def prepare(shape: dict | None) -> object:
+        if shape is None or supported_shape_types:
+            return shape
+        return shape["points"]
+
+    return {
+        "image": frame_b64(frame),
+        "shapes": [prepare(s) for s in shapes],
+        "states": signed(states),
+    }
+
+
+def ui_points(answer: dict, supported_shape_types: bool = True) -> list[list[float]]:
+    """What the AI Tools read back: lambda_manager wraps legacy answers' points as rectangles
+    (views.py lines 677-681), and tools-control.tsx's `trackedRectangleMapper` (lines 184-200,
+    applied at 1048) reads `.points` of every answered shape."""
+    shapes = answer["shapes"]
+    if not supported_shape_types:
+        shapes = [None if p is None else {"type": "rectangle", "points": p} for p in shapes]
+    return [shape["points"] for shape in shapes]

@@ -204,12 +204,18 @@ class TrackerRequest(NamedTuple):
 
 
 def tracker_request(request: dict[str, Any], limits: RequestLimits) -> TrackerRequest:
-    """The request checked before any work; past a limit of `limits` it is refused whole."""
+    """The request checked before any work; past a limit of `limits` it is refused whole.
+
+    The bodies CVAT's `lambda_manager` builds: `init_tracking` as n shapes and `states: []`
+    (every shape starts); `track` as n states and `shapes: [None] * n` (2.40+) or the previous
+    frame's shapes (2.26-2.39 UIs; a shape beside a state is ignored: a state continues)."""
     shapes, states = request_list(request, "shapes"), request_list(request, "states")
     if shapes is None and states is None:
         raise RequestError("The request needs 'shapes' to start objects or 'states'.")
     shapes = [None] * len(states) if shapes is None else shapes  # type: ignore[arg-type]
-    states = [None] * len(shapes) if states is None else states
+    # CVAT's lambda_manager (every release) sends an AI Tools `init_tracking` as `states: []`
+    # beside its shapes: an empty list of states starts every shape.
+    states = states or [None] * len(shapes)
     if len(shapes) != len(states):
         raise RequestError(
             f"The request has {len(shapes)} shapes but {len(states)} states; send one state "
