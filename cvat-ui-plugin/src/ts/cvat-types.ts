@@ -150,4 +150,5 @@ export interface ComponentBuilderArgs {
 export type ComponentBuilder = (args: ComponentBuilderArgs) => {
     name: string;
     destructor: CallableFunction;
+    globalStateDidUpdate?: (state: { auth?: { user?: unknown } }) => void;
 };
