@@ -287,7 +287,20 @@ def test_interactor_settings_are_checked():
         env_options.interactor_settings({"SAM2_MAX_EMBEDDING_MEMORY_MB": "-1"})
 
 
-@pytest.mark.parametrize("prefix", ["CVAT_FUNCTIONS_REDIS", "CVAT_REDIS"])
-def test_a_bad_redis_port_names_the_variable_it_came_from(prefix):
-    with pytest.raises(ModelConfigError, match=f"^{prefix}_PORT must be a port number"):
-        env_options.redis_client({f"{prefix}_HOST": "redis", f"{prefix}_PORT": "six"})
+def test_a_bad_redis_port_names_its_variable():
+    with pytest.raises(ModelConfigError, match="^CVAT_FUNCTIONS_REDIS_PORT must be a port number"):
+        env_options.redis_client(
+            {"CVAT_FUNCTIONS_REDIS_HOST": "redis", "CVAT_FUNCTIONS_REDIS_PORT": "six"}
+        )
+
+
+def test_cvats_job_queue_redis_is_never_used_for_states(caplog):
+    """CVAT_REDIS_* is CVAT's in-memory job-queue Redis (issue 25 item 6): states stay out of it,
+    and the log says why and which variables to set."""
+    queue_redis = {"CVAT_REDIS_HOST": "cvat_redis_inmem", "CVAT_REDIS_PORT": "6379"}
+    with caplog.at_level("WARNING"):
+        assert env_options.redis_client(queue_redis) is None
+    assert "CVAT_FUNCTIONS_REDIS_HOST" in caplog.text and "job-queue" in caplog.text
+    both = {**queue_redis, "CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk"}
+    both["CVAT_FUNCTIONS_REDIS_PORT"] = "6666"
+    assert env_options.redis_client(both)[1] == "cvat_redis_ondisk:6666"

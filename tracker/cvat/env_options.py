@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ from tracker.cvat.options import (
     TrackerOptions,
 )
 from tracker.engine.errors import ModelConfigError, Parameter
+
+_log = logging.getLogger(__name__)
 
 INTERACTOR_ANSWERS = ("shapes", "mask")
 
@@ -103,8 +106,10 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
     """A client for the Redis the environment names, and where it is (no password); None if none.
 
     `SAM2_REDIS_URL` (`redis://:password@host:port/db`, the server's `--redis-url`) comes first;
-    then `CVAT_FUNCTIONS_REDIS_*`, the names CVAT documents for its Nuclio SAM2 tracker and its
-    deploy scripts pass; then `CVAT_REDIS_*`, the CVAT server's own.
+    then `CVAT_FUNCTIONS_REDIS_*`, the names CVAT's deploy scripts pass its functions (its
+    kvrocks, `cvat_redis_ondisk:6666`). `CVAT_REDIS_*` is never read: in CVAT it names the
+    in-memory Redis of its job queues, which tracking states (megabytes per object, kept 8 hours)
+    could starve; a warning says so when it is set without the others.
     """
     url = environ.get(variable("redis_url"))
     if url:
@@ -116,17 +121,24 @@ def redis_client(environ: Mapping[str, str]) -> tuple[redis.Redis, str] | None:
             ) from e
         kwargs = client.connection_pool.connection_kwargs
         return client, f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-    host = environ.get("CVAT_FUNCTIONS_REDIS_HOST") or environ.get("CVAT_REDIS_HOST")
+    host = environ.get("CVAT_FUNCTIONS_REDIS_HOST")
     if not host:
+        if environ.get("CVAT_REDIS_HOST"):
+            _log.warning(
+                "CVAT_REDIS_HOST is set but not used: it names CVAT's job-queue Redis, which "
+                "tracking states would crowd. Set CVAT_FUNCTIONS_REDIS_HOST and _PORT (CVAT's "
+                "deploy scripts pass cvat_redis_ondisk and 6666) or %s to keep states in Redis; "
+                "until then they live in this process.",
+                variable("redis_url"),
+            )
         return None
-    port_variable = next(
-        (v for v in ("CVAT_FUNCTIONS_REDIS_PORT", "CVAT_REDIS_PORT") if environ.get(v)), None
-    )
-    port_text = environ[port_variable] if port_variable else "6379"
+    port_text = environ.get("CVAT_FUNCTIONS_REDIS_PORT") or "6379"
     try:
         port = int(port_text)
     except ValueError as e:
-        raise ModelConfigError(f"{port_variable} must be a port number; got {port_text!r}.") from e
-    password = environ.get("CVAT_FUNCTIONS_REDIS_PASSWORD") or environ.get("CVAT_REDIS_PASSWORD")
+        raise ModelConfigError(
+            f"CVAT_FUNCTIONS_REDIS_PORT must be a port number; got {port_text!r}."
+        ) from e
+    password = environ.get("CVAT_FUNCTIONS_REDIS_PASSWORD")
     client = redis.Redis(host=host, port=port, password=password or None, **_TIMEOUTS)
     return client, f"{host}:{port}"
