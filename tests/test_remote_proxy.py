@@ -99,10 +99,11 @@ def test_interactor_retried_on_ray_and_proxy_errors_whatever_the_body(scripted):
 
 
 @pytest.mark.parametrize("reply", [RAY_503, RAY_500, NGINX_502, DROP])
-def test_tracker_unanswered_is_not_retried_and_says_what_happened(scripted, reply):
-    server = scripted(reply, OK)
-    status, answer = _service(server.url, "tracker", tracker_repeats_are_safe=False).handle(STEP)
-    assert len(server.bodies) == 1, "a tracker request that may have been served is not repeated"
+def test_tracker_unanswered_is_retried_then_says_what_happened(scripted, reply):
+    server = scripted(reply, reply, reply, OK)
+    status, answer = _service(server.url, "tracker").handle(STEP)
+    assert len(server.bodies) == 3, "the request and its two retries, then the last answer"
+    assert server.bodies[0] == server.bodies[2], "the same request again"
     assert status in (502, 504)
     if reply is DROP:
         assert "dropped the connection" in answer["message"]
@@ -113,10 +114,9 @@ def test_tracker_unanswered_is_not_retried_and_says_what_happened(scripted, repl
 
 
 @pytest.mark.parametrize("reply", [RAY_503, RAY_500, NGINX_502, DROP])
-def test_tracker_unanswered_is_retried_once_repeats_are_safe(scripted, reply):
+def test_tracker_unanswered_is_retried(scripted, reply):
     server = scripted(reply, OK)
-    service = _service(server.url, "tracker", tracker_repeats_are_safe=True)
-    assert service.handle(STEP)[0] == 200
+    assert _service(server.url, "tracker").handle(STEP)[0] == 200
     assert len(server.bodies) == 2
     assert server.bodies[0] == server.bodies[1], "the same request again"
 

@@ -9,10 +9,9 @@ Retries never step a tracker twice. A request that was never sent (connection re
 connection within the connect timeout) is retried whatever it asks. A request that got no answer
 from our server (connection lost after sending, read timeout, a 408/500/502/503/504 that is not
 our JSON: Ray Serve's plain text when a replica dies or times out, a reverse proxy's HTML) is
-retried only where asking again is harmless: always for the interactor, and for the tracker since
-the server answers a repeated request (same states, same frame) as the first time, without
-stepping (`lambda_api`; `TRACKER_REPEATS_ARE_SAFE`). Answers in our JSON are final, except
-502/503/504 where repeats are safe.
+retried too, because asking again is harmless: the interactor keeps no state, and the server
+answers a repeated tracker request (same states, same frame) as the first time, without stepping
+(`lambda_api`). Answers in our JSON are final, except 502/503/504.
 
 Importing this module loads no PyTorch: a proxy image needs only `requests`.
 """
@@ -38,10 +37,6 @@ _log = logging.getLogger(__name__)
 SERVER_REQUEST_TIMEOUT_S = 120.0
 READ_TIMEOUT_MARGIN_S = 10.0
 DEFAULT_READ_TIMEOUT_S = SERVER_REQUEST_TIMEOUT_S + READ_TIMEOUT_MARGIN_S
-# The server answers a repeated tracker request (same states, same frame) as the first time
-# without stepping, so tracker requests that got no answer are retried too. (False would be
-# for a server of this project older than its versioned states.)
-TRACKER_REPEATS_ARE_SAFE = True
 
 
 class RemoteConfigError(ValueError):
@@ -61,10 +56,8 @@ class RemoteService:
         retries: int = 2,
         backoff: float = 0.5,
         ca_bundle: str | None = None,
-        tracker_repeats_are_safe: bool = TRACKER_REPEATS_ARE_SAFE,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{endpoint}"
-        self.repeat_safe = endpoint != "tracker" or tracker_repeats_are_safe
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -106,9 +99,7 @@ class RemoteService:
         attempt, started = 0, time.monotonic()
         while True:
             status, answer, failure = self._ask(data)
-            retry = failure is Failure.UNSENT or (
-                failure is Failure.UNANSWERED and self.repeat_safe
-            )
+            retry = failure is not Failure.FINAL
             # A new try must fit the whole call in two read timeouts (Nuclio's eventTimeout).
             elapsed = time.monotonic() - started + self._backoff * 2**attempt
             late = elapsed + self._timeouts[1] > 2 * self._timeouts[1] + self._timeouts[0]
@@ -160,7 +151,7 @@ class RemoteService:
             return 504, self._message(f"did not answer within {read} s"), Failure.UNANSWERED
         except requests.exceptions.RequestException as e:
             return 502, self._message(f"could not be asked ({e})"), Failure.FINAL
-        return reply_answer(self.url, reply, self.repeat_safe)
+        return reply_answer(self.url, reply)
 
     def _message(self, what: str, check: bool = True) -> dict[str, str]:
         advice = "; check that it runs and that SAM2_SERVER_URL points to it." if check else "."

@@ -24,12 +24,10 @@ _OUR_RETRIED = {502, 503, 504}  # our own JSON answers that a repeat-safe reques
 class Failure(enum.Enum):
     FINAL = "final"  # an answer (or an error asking again cannot mend)
     UNSENT = "unsent"  # the request never reached the server: any request may be retried
-    UNANSWERED = "unanswered"  # it may have been served: retried only where repeats are safe
+    UNANSWERED = "unanswered"  # it may have been served: retried, as every repeat is answered alike
 
 
-def reply_answer(
-    url: str, reply: requests.Response, repeat_safe: bool
-) -> tuple[int, dict, Failure]:
+def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure]:
     """(status, answer, failure) for a reply that came back."""
     status = reply.status_code
     answer = _json_object(reply)
@@ -40,7 +38,7 @@ def reply_answer(
         )
         return 502, {"message": message}, Failure.FINAL
     if answer is not None and (status < 400 or "message" in answer):
-        retried = repeat_safe and status in _OUR_RETRIED
+        retried = status in _OUR_RETRIED
         return status, answer, Failure.UNANSWERED if retried else Failure.FINAL
     said = f"HTTP {status} {reply.reason or ''}".strip() + f": {excerpt(reply.text)!r}"
     if status == 413:
