@@ -97,25 +97,7 @@ export class Job {
     }
 
     // annotations.commit: `deleted` removed by clientID, `created` added with new clientIDs.
-    // As annotations-collection.ts's commit: unknown deleted objects => ArgumentError before any
-    // change; then import() object by object, and trackFactory (annotations-objects/index.ts)
-    // throws on a mask track, leaving the objects imported before it in the collection.
     commitCollection(created, deleted) {
-        const known = new Set([...this.store.shapes, ...this.store.tracks].map((object) => object.clientID));
-        if (![...deleted.shapes, ...deleted.tracks].every((object) => known.has(object.clientID))) {
-            throw new ArgumentError('Objects required to be deleted were not found in the collection');
-        }
-        for (const track of created.tracks) {
-            if (track.shapes[0]?.type === 'mask') {
-                [...created.shapes].forEach((object) => this.add(object));
-                throw new Error(`An unexpected type of track "${track.shapes[0].type}"`);
-            }
-        }
-        // The saver (annotations-saver.ts) sends an object with a server `id` as an update: two
-        // objects with one id are the server's 400 (duplicate key on engine_labeledshape_pkey).
-        const ids = [...created.shapes, ...created.tracks, ...this.store.shapes, ...this.store.tracks]
-            .map((object) => object.id).filter((id) => id !== undefined);
-        if (new Set(ids).size !== ids.length) throw new ServerError('duplicate key value violates unique constraint "engine_labeledshape_pkey"', 400);
         const gone = new Set([...deleted.shapes, ...deleted.tracks].map((object) => object.clientID));
         this.store.shapes = this.store.shapes.filter((shape) => !gone.has(shape.clientID));
         this.store.tracks = this.store.tracks.filter((track) => !gone.has(track.clientID));
@@ -168,10 +150,8 @@ export function makeCore(baseURL) {
                 registered.push(action);
             },
             async unregister(action) {
-                // annotations-actions.ts: an unknown action is an ArgumentError.
                 const index = registered.indexOf(action);
-                if (index === -1) throw new ArgumentError(`Action "${action.name}" was not registered`);
-                registered.splice(index, 1);
+                if (index >= 0) registered.splice(index, 1);
             },
             // The actions modal without selected objects: the job's whole collection.
             async run(instance, action, parameters, frame, onProgress, cancelled) {

@@ -42,7 +42,7 @@ function trackShape(base: { type: string; occluded: boolean; z_order: number; ro
     frame: number, points: number[], outside: boolean): SerializedTrackShape {
     return {
         type: base.type, frame, occluded: base.occluded, outside, z_order: base.z_order,
-        rotation: base.rotation ?? 0, points: [...points], attributes: [],
+        rotation: 0, points: [...points], attributes: [],
     };
 }
 
@@ -169,9 +169,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                     const { clientID: _dropped, ...rest } = object;
                     created.tracks.push({ ...rest, frame: shapes[0].frame, shapes });
                     deleted.tracks.push(object);
-                } else if (this.#toTracks && object.type !== 'mask') {
-                    // Community cvat-core has no mask tracks (trackFactory in
-                    // annotations-objects/index.ts throws "An unexpected type of track"): masks stay shapes.
+                } else if (this.#toTracks) {
                     const first = trackShape(object, start, object.points, false);
                     const shapes = [first, ...tracked.map(({ frame, points, outside }) => trackShape(object, frame, points, outside))]
                         .sort((a, b) => a.frame - b.frame);
@@ -183,14 +181,8 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                 } else {
                     for (const { frame, points, outside } of tracked) {
                         if (outside) continue; // a lost object gets no shape on that frame
-                        // Built field by field, as object-utils.ts's propagateShapes does: no server
-                        // `id`, no clientID (a copied id makes the saver update one object twice).
-                        created.shapes.push({
-                            type: object.type, frame, label_id: object.label_id, group: object.group,
-                            source: 'semi-auto', occluded: object.occluded, outside: false,
-                            z_order: object.z_order, rotation: object.rotation ?? 0, points: [...points],
-                            attributes: object.attributes.map((attribute) => ({ ...attribute })), elements: [],
-                        });
+                        const { clientID: _dropped, ...rest } = object;
+                        created.shapes.push({ ...rest, frame, points: [...points], source: 'semi-auto', rotation: 0 });
                     }
                 }
             });

@@ -150,5 +150,4 @@ export interface ComponentBuilderArgs {
 export type ComponentBuilder = (args: ComponentBuilderArgs) => {
     name: string;
     destructor: CallableFunction;
-    globalStateDidUpdate?: (state: { auth?: { user?: unknown } }) => void;
 };

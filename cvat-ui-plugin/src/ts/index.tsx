@@ -42,24 +42,9 @@ export async function setUp(core: CoreLike): Promise<unknown> {
 }
 
 const builder: ComponentBuilder = ({ core }) => {
-    // cvat-ui fires plugins.ready once, before sign-in (plugins-entrypoint.tsx), when lambda.list
-    // answers 401: look again on globalStateDidUpdate (cvat-store.ts, every store update) once a
-    // user is signed in and no action is registered yet.
-    let registered = setUp(core);
-    let pending = false;
-    let lastLook = Date.now();
+    const registered = setUp(core);
     return {
         name: PLUGIN_NAME,
-        globalStateDidUpdate: (state: { auth?: { user?: unknown } }) => {
-            // At most one look a minute: store updates come many times a second.
-            if (pending || !state?.auth?.user || Date.now() - lastLook < 60_000) return;
-            pending = true;
-            lastLook = Date.now();
-            registered.then((action) => {
-                if (!action) registered = setUp(core);
-                return registered;
-            }).finally(() => { pending = false; }).catch(() => undefined);
-        },
         destructor: () => {
             registered.then((action) => {
                 if (action && core.actions.unregister) {
