@@ -134,3 +134,21 @@ def test_cropped_mask_equals_the_whole_frame_mask(size):
         assert (differing <= 1e-5 * logits.abs().max().item()).all(), f"trial {trial}"
         if trial % 4 != 2:
             assert np.array_equal(crop, full), f"trial {trial}"
+
+
+def test_without_the_cuda_extension_hole_filling_is_skipped_once_not_per_mask(
+    tiny_model, video, caplog
+):
+    """sam2 without its `_C` extension warns on every mask it post-processes (pyproject.toml
+    silences that warning in tests); the engine skips hole filling itself instead, says so once in
+    its log, and upstream's warning never fires, whatever the warning filters (issue 25 item 10)."""
+    import warnings
+
+    with caplog.at_level("WARNING"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = StreamingSam2(tiny_model)
+        (state,) = _started(engine, video, 1)
+        for index in (1, 2):
+            engine.step(engine.encode(video.image(index)), state)
+    assert not [w for w in caught if "_C" in str(w.message)], [str(w.message) for w in caught]
+    assert caplog.text.count("Filling small holes in masks needs sam2's CUDA extension") == 1

@@ -49,13 +49,3 @@ def test_benchmark_imports_the_package_not_the_tests():
     code += "tracker.devtools.cvat_standin, tracker.devtools.synthetic"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-
-
-def test_only_upstreams_missing_extension_warning_is_silenced():
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        message = "cannot import name '_C' from 'sam2'\n\nSkipping the post-processing step"
-        warnings.warn(message, UserWarning, stacklevel=1)
-        warnings.warn("any other warning", UserWarning, stacklevel=1)
-    assert [str(w.message) for w in caught] == ["any other warning"]
