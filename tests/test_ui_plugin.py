@@ -81,6 +81,16 @@ def test_node_tests_pass(node_run):
     assert "# fail 0" in run.stdout and "# pass 0" not in run.stdout, run.stdout[-2000:]
 
 
+def test_npm_test_runs_every_test_file_whatever_fails():
+    """One `node --test` over all files (issue 25 item 8): with files chained by `&&`, a failing
+    file hid every later one. `--test-concurrency=1`: the files share one stand-in."""
+    script = json.loads((PLUGIN / "package.json").read_text())["scripts"]["test"]
+    runs = [part for part in script.split("&&") if "node --test" in part]
+    assert len(runs) == 1, script
+    assert "--test-concurrency=1" in runs[0] and "tests/*.test.mjs" in runs[0], script
+    assert sorted(PLUGIN.glob("tests/*.test.mjs")), "the glob matches the test files"
+
+
 @pytest.mark.parametrize("name", ["forward", "backward"])
 def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, video, name):
     """What the plugin committed through CVAT's endpoint equals the Nuclio tracker's answers
