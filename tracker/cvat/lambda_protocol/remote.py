@@ -99,7 +99,7 @@ class RemoteService:
         attempt, started = 0, time.monotonic()
         while True:
             status, answer, failure = self._ask(data)
-            retry = failure is not Failure.FINAL
+            retry = failure is Failure.RETRIED
             # A new try must fit the whole call in two read timeouts (Nuclio's eventTimeout).
             elapsed = time.monotonic() - started + self._backoff * 2**attempt
             late = elapsed + self._timeouts[1] > 2 * self._timeouts[1] + self._timeouts[0]
@@ -133,22 +133,22 @@ class RemoteService:
             return (
                 504,
                 self._message(f"did not accept a connection within {connect} s"),
-                (Failure.UNSENT),
+                Failure.RETRIED,
             )
         except requests.exceptions.ConnectionError as e:
             if _caused_by(e, ConnectionRefusedError):
-                return 502, self._message("refused the connection"), Failure.UNSENT
+                return 502, self._message("refused the connection"), Failure.RETRIED
             if _caused_by(e, urllib3.exceptions.NewConnectionError):
-                return 502, self._message(f"is unreachable ({e})"), Failure.UNSENT
+                return 502, self._message(f"is unreachable ({e})"), Failure.RETRIED
             # The connection broke after the request went out: it may have been served.
             return (
                 502,
                 self._message(f"dropped the connection without answering ({e})"),
-                (Failure.UNANSWERED),
+                Failure.RETRIED,
             )
         except requests.exceptions.Timeout:
             read = self._timeouts[1]
-            return 504, self._message(f"did not answer within {read} s"), Failure.UNANSWERED
+            return 504, self._message(f"did not answer within {read} s"), Failure.RETRIED
         except requests.exceptions.RequestException as e:
             return 502, self._message(f"could not be asked ({e})"), Failure.FINAL
         return reply_answer(self.url, reply)

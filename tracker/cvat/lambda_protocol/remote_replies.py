@@ -18,13 +18,14 @@ _EXCERPT_CHARS = 160
 # Statuses that say the request was not (or may not have been) served, from Ray Serve (408
 # request timeout, 500 when a replica dies, 503 when no replica can take it) or a proxy.
 _NOT_SERVED = {408, 500, 502, 503, 504}
-_OUR_RETRIED = {502, 503, 504}  # our own JSON answers that a repeat-safe request may retry
+_OUR_RETRIED = {502, 503, 504}  # our own JSON answers that are asked again
 
 
 class Failure(enum.Enum):
     FINAL = "final"  # an answer (or an error asking again cannot mend)
-    UNSENT = "unsent"  # the request never reached the server: any request may be retried
-    UNANSWERED = "unanswered"  # it may have been served: retried, as every repeat is answered alike
+    # Never sent, or sent and not answered by our server: asked again, whatever it asks, as the
+    # server answers a repeated request as the first time.
+    RETRIED = "retried"
 
 
 def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure]:
@@ -39,7 +40,7 @@ def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure
         return 502, {"message": message}, Failure.FINAL
     if answer is not None and (status < 400 or "message" in answer):
         retried = status in _OUR_RETRIED
-        return status, answer, Failure.UNANSWERED if retried else Failure.FINAL
+        return status, answer, Failure.RETRIED if retried else Failure.FINAL
     said = f"HTTP {status} {reply.reason or ''}".strip() + f": {excerpt(reply.text)!r}"
     if status == 413:
         message = (
@@ -54,7 +55,7 @@ def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure
             f"({said}); check the server's log, and that SAM2_SERVER_URL points to it."
         )
         gateway = 504 if status in (408, 504) else 502
-        return gateway, {"message": message}, Failure.UNANSWERED
+        return gateway, {"message": message}, Failure.RETRIED
     message = (
         f"The SAM2 server at {url} answered with something else than the SAM2 server's JSON "
         f"({said}); check that SAM2_SERVER_URL points to the SAM2 server."
