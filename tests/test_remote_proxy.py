@@ -25,7 +25,7 @@ from nuclio_driver import SERVERLESS
 
 from tracker.cvat.lambda_protocol import remote, remote_replies
 from tracker.cvat.lambda_protocol.remote import RemoteConfigError, RemoteService
-from tracker.devtools.redis_server import free_port
+from tracker.devtools.redis_server import refusing_port
 from tracker.serve import server
 from tracker.serve.server import ServerConfig
 
@@ -137,9 +137,8 @@ def test_a_proxy_refusing_the_body_size_is_named(scripted):
 
 def test_a_refused_connection_is_retried_even_for_the_tracker(caplog):
     # Nothing listens on the port: the request was never sent, so asking again is safe.
-    service = _service(f"http://127.0.0.1:{free_port()}", "tracker")
-    with caplog.at_level(logging.INFO, logger=remote.__name__):
-        status, answer = service.handle(STEP)
+    with refusing_port() as port, caplog.at_level(logging.INFO, logger=remote.__name__):
+        status, answer = _service(f"http://127.0.0.1:{port}", "tracker").handle(STEP)
     assert status == 502 and "refused the connection" in answer["message"]
     again = [r for r in caplog.records if r.getMessage().startswith("Asking")]
     assert len(again) == 2, "both retries were made"

@@ -11,15 +11,35 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 
+_START_ATTEMPTS = 5
+
 
 def free_port() -> int:
+    """A loopback port free at the time of asking, for a server that retries when it is taken.
+
+    Another process may take it before the caller binds it: only servers that start again on a
+    new port when theirs is taken (`RedisServer.start`) may rely on it.
+    """
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs.
+
+    The socket is bound and held but never listens, so no other process can take the port and a
+    connection to it is refused at once.
+    """
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 class RedisServer:
@@ -46,6 +66,19 @@ class RedisServer:
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
     def start(self) -> RedisServer:
+        """Start the server and wait until it answers with our password.
+
+        A port taken between `free_port` and the server's bind makes redis-server exit: it is then
+        started again on another port. A different server already on the port would refuse our
+        random password, so a server that answers is ours.
+        """
+        for _ in range(_START_ATTEMPTS):
+            if self._started():
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start in {_START_ATTEMPTS} attempts")
+
+    def _started(self) -> bool:
         self.process = subprocess.Popen(
             [
                 self.executable,
@@ -59,13 +92,22 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
+        probe = redis.Redis(
+            host=self.host, port=self.port, password=self.password, socket_timeout=2
+        )
         while True:
+            if self.process.poll() is not None:  # exited: the port was taken
+                self.process = None
+                return False
             try:
-                self.client().ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
+                probe.ping()
+                return True
+            except redis.AuthenticationError:  # someone else's server
+                self.stop()
+                return False
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 
