@@ -16,18 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from nuclio_driver import SERVERLESS
 
 from tracker.cvat.lambda_protocol import remote, remote_replies
 from tracker.cvat.lambda_protocol.remote import RemoteConfigError, RemoteService
 from tracker.devtools.redis_server import refusing_port
-from tracker.serve import server
-from tracker.serve.server import ServerConfig
 
 JSON = "application/json"
 RAY_503 = (503, "text/plain", "Service Unavailable: no replica is available.")
@@ -192,24 +188,6 @@ def test_a_private_ca_is_trusted_through_its_setting(scripted, tls_files, monkey
         RemoteService.from_env({**environ, "SAM2_SERVER_CA_BUNDLE": "/nope.pem"}, "tracker")
 
 
-def test_the_proxy_waits_longer_than_the_server():
-    server_default = ServerConfig(settings={}, token=None).request_timeout_s
-    assert server.proxy_advice(ServerConfig(settings={}, token=None)) is None
-    longer = ServerConfig(settings={}, token=None, request_timeout_s=300)
-    assert "SAM2_SERVER_READ_TIMEOUT=310" in server.proxy_advice(longer)
-    assert server_default < remote.DEFAULT_READ_TIMEOUT_S
-    for kind in ("tracker", "interactor"):
-        spec = yaml.safe_load((SERVERLESS / kind / "nuclio" / "function-proxy.yaml").read_text())
-        env = {item["name"]: float(item["value"]) for item in spec["spec"]["env"]
-               if item["name"].endswith("TIMEOUT")}  # fmt: skip
-        assert env["SAM2_SERVER_READ_TIMEOUT"] > server_default
-        event_timeout = float(spec["spec"]["eventTimeout"].rstrip("s"))
-        assert (
-            event_timeout
-            >= 2 * env["SAM2_SERVER_READ_TIMEOUT"] + env["SAM2_SERVER_CONNECT_TIMEOUT"]
-        )
-
-
 def test_a_proxy_image_without_server_url_says_so():
     code = (
         "import sys; sys.modules['torch'] = sys.modules['redis'] = None; "
@@ -218,3 +196,11 @@ def test_a_proxy_image_without_server_url_says_so():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "proxy image" in run.stderr and "SAM2_SERVER_URL" in run.stderr
+
+
+def test_the_servers_own_timeout_is_named(scripted):
+    ray_408 = (408, "text/plain", "Request timed out after 45.0s.")
+    server = scripted(ray_408, ray_408, ray_408)
+    status, answer = _service(server.url, "tracker").handle(STEP)
+    assert status == 504 and len(server.bodies) == 3
+    assert "serve --request-timeout" in answer["message"]

@@ -28,6 +28,7 @@ KNOWN_VARIABLES = {
         "server_url",
         "server_connect_timeout",
         "server_read_timeout",
+        "server_call_timeout",
     )
 }
 VARIANTS = {"function.yaml": "cpu", "function-gpu.yaml": "gpu", "function-proxy.yaml": "proxy"}

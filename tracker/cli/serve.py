@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+from tracker.cvat.lambda_protocol import timeouts
+
 _MODEL_OPTIONS = [
     ("--model-id", "model_id", "a Hugging Face id of SAM2, a local .pt file or a folder"),
     (
@@ -57,8 +59,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--request-timeout",
         type=float,
-        default=120.0,
-        help="seconds (%(default)s); the Nuclio proxies' SAM2_SERVER_READ_TIMEOUT must be longer",
+        default=timeouts.SERVER_REQUEST_TIMEOUT_S,
+        help="seconds (%(default)s); longer needs longer proxy and CVAT timeouts (serve says)",
     )
     parser.add_argument(
         "--insecure", action="store_true", help="no token: allowed on a loopback host only"

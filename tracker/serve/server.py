@@ -13,7 +13,7 @@ import logging
 import socket
 
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
-from tracker.cvat.lambda_protocol.remote import READ_TIMEOUT_MARGIN_S, SERVER_REQUEST_TIMEOUT_S
+from tracker.cvat.lambda_protocol import timeouts
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ServerConfig:
     cpus_per_replica: float = 1.0
     address: str | None = None  # a Ray cluster to join; None starts a local instance
     max_body_mb: float = 64.0  # a 4K PNG frame in base64 is about 45 MB
-    request_timeout_s: float = SERVER_REQUEST_TIMEOUT_S  # the proxies wait a little longer
+    request_timeout_s: float = timeouts.SERVER_REQUEST_TIMEOUT_S  # innermost of the chain
 
     @property
     def autoscaling(self) -> bool:
@@ -98,15 +98,17 @@ def check(config: ServerConfig) -> None:
 
 
 def proxy_advice(config: ServerConfig) -> str | None:
-    """What the Nuclio proxies need changed for this server, if anything: their read timeout
-    must outlast the server's request timeout."""
-    if config.request_timeout_s <= SERVER_REQUEST_TIMEOUT_S:
+    """What the Nuclio proxies and CVAT need changed for this server, if anything: every timeout
+    outside the server's request timeout must be longer (`timeouts`)."""
+    if config.request_timeout_s <= timeouts.SERVER_REQUEST_TIMEOUT_S:
         return None
-    wait = config.request_timeout_s + READ_TIMEOUT_MARGIN_S
+    chain = timeouts.for_server_request(config.request_timeout_s)
     return (
-        f"--request-timeout {config.request_timeout_s:g} is longer than the proxies' default "
-        f"read timeout: deploy the Nuclio proxies with SAM2_SERVER_READ_TIMEOUT={wait:g} (and "
-        f"an eventTimeout of at least {2 * wait:g}s)."
+        f"--request-timeout {config.request_timeout_s:g} is longer than the proxies' defaults "
+        f"allow: deploy the Nuclio proxies with SAM2_SERVER_READ_TIMEOUT={chain.read:g}, "
+        f"SAM2_SERVER_CALL_TIMEOUT={chain.call:g} and an eventTimeout of {chain.event:g}s, and "
+        f"give CVAT CVAT_NUCLIO_DEFAULT_TIMEOUT={chain.cvat:g} (its default is "
+        f"{timeouts.CVAT_TIMEOUT_S:g})."
     )
 
 

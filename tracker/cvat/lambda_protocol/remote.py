@@ -28,15 +28,10 @@ from pathlib import Path
 import requests
 import urllib3.exceptions
 
+from tracker.cvat.lambda_protocol import timeouts
 from tracker.cvat.lambda_protocol.remote_replies import Answer, Failure, reply_answer
 
 _log = logging.getLogger(__name__)
-
-# The read timeout must outlast the server's own request timeout (`serve --request-timeout`),
-# else the proxy gives up on a step the server still completes. One relation, both defaults:
-SERVER_REQUEST_TIMEOUT_S = 120.0
-READ_TIMEOUT_MARGIN_S = 10.0
-DEFAULT_READ_TIMEOUT_S = SERVER_REQUEST_TIMEOUT_S + READ_TIMEOUT_MARGIN_S
 
 
 class RemoteConfigError(ValueError):
@@ -51,8 +46,9 @@ class RemoteService:
         base_url: str,
         endpoint: str,
         token: str | None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+        connect_timeout: float = timeouts.CONNECT_TIMEOUT_S,
+        read_timeout: float = timeouts.READ_TIMEOUT_S,
+        call_timeout: float = timeouts.CALL_TIMEOUT_S,
         retries: int = 2,
         backoff: float = 0.5,
         ca_bundle: str | None = None,
@@ -61,7 +57,14 @@ class RemoteService:
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        if connect_timeout + read_timeout >= call_timeout:
+            raise RemoteConfigError(
+                "SAM2_SERVER_CALL_TIMEOUT (a proxy's whole call, retries included) must be longer "
+                "than SAM2_SERVER_CONNECT_TIMEOUT + SAM2_SERVER_READ_TIMEOUT (one try), and "
+                "shorter than the function's eventTimeout."
+            )
         self._timeouts = (connect_timeout, read_timeout)
+        self._call_timeout = call_timeout
         self._retries = retries
         self._backoff = backoff
         self._session = requests.Session()
@@ -89,20 +92,23 @@ class RemoteService:
             environ["SAM2_SERVER_URL"],
             endpoint,
             environ.get("SAM2_SERVER_TOKEN") or None,
-            connect_timeout=seconds("SAM2_SERVER_CONNECT_TIMEOUT", 5.0),
-            read_timeout=seconds("SAM2_SERVER_READ_TIMEOUT", DEFAULT_READ_TIMEOUT_S),
+            connect_timeout=seconds("SAM2_SERVER_CONNECT_TIMEOUT", timeouts.CONNECT_TIMEOUT_S),
+            read_timeout=seconds("SAM2_SERVER_READ_TIMEOUT", timeouts.READ_TIMEOUT_S),
+            call_timeout=seconds("SAM2_SERVER_CALL_TIMEOUT", timeouts.CALL_TIMEOUT_S),
             ca_bundle=environ.get("SAM2_SERVER_CA_BUNDLE") or None,
         )
 
     def handle(self, body: object) -> Answer:
+        """The server's answer, asking again what is safe to ask again while a whole new try
+        (connect and read timeouts) still ends within the call timeout, so that the last
+        failure's message reaches CVAT before the function's eventTimeout."""
         data = body if isinstance(body, bytes | str) else json.dumps(body)
         attempt, started = 0, time.monotonic()
         while True:
             status, answer, failure = self._ask(data)
             retry = failure is Failure.RETRIED
-            # A new try must fit the whole call in two read timeouts (Nuclio's eventTimeout).
-            elapsed = time.monotonic() - started + self._backoff * 2**attempt
-            late = elapsed + self._timeouts[1] > 2 * self._timeouts[1] + self._timeouts[0]
+            ends = time.monotonic() - started + self._backoff * 2**attempt + sum(self._timeouts)
+            late = ends > self._call_timeout
             if not retry or late or attempt >= self._retries:
                 if status >= 400:
                     _log.warning("Answered %d: %s", status, answer.get("message"))
@@ -132,7 +138,10 @@ class RemoteService:
             connect = self._timeouts[0]
             return (
                 504,
-                self._message(f"did not accept a connection within {connect} s"),
+                self._message(
+                    f"did not accept a connection within {connect:g} s "
+                    "(SAM2_SERVER_CONNECT_TIMEOUT)"
+                ),
                 Failure.RETRIED,
             )
         except requests.exceptions.ConnectionError as e:
@@ -148,7 +157,11 @@ class RemoteService:
             )
         except requests.exceptions.Timeout:
             read = self._timeouts[1]
-            return 504, self._message(f"did not answer within {read} s"), Failure.RETRIED
+            waited = (
+                f"did not answer within {read:g} s (SAM2_SERVER_READ_TIMEOUT, which must be longer "
+                "than the server's serve --request-timeout)"
+            )
+            return 504, self._message(waited), Failure.RETRIED
         except requests.exceptions.RequestException as e:
             return 502, self._message(f"could not be asked ({e})"), Failure.FINAL
         return reply_answer(self.url, reply)

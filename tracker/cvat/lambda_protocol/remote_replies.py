@@ -19,6 +19,10 @@ _EXCERPT_CHARS = 160
 # request timeout, 500 when a replica dies, 503 when no replica can take it) or a proxy.
 _NOT_SERVED = {408, 500, 502, 503, 504}
 _OUR_RETRIED = {502, 503, 504}  # our own JSON answers that are asked again
+_TIMED_OUT = (
+    ": it timed out (the server's serve --request-timeout, or a timeout of a proxy in front of it"
+    ", which must be longer)"
+)
 
 
 class Failure(enum.Enum):
@@ -52,7 +56,8 @@ def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure
     if status in _NOT_SERVED:
         message = (
             f"The SAM2 server at {url} (or a proxy in front of it) did not serve the request "
-            f"({said}); check the server's log, and that SAM2_SERVER_URL points to it."
+            f"({said}){_TIMED_OUT if status in (408, 504) else ''}; check the server's log, and "
+            "that SAM2_SERVER_URL points to it."
         )
         gateway = 504 if status in (408, 504) else 502
         return gateway, {"message": message}, Failure.RETRIED
