@@ -19,7 +19,8 @@ from tracker.cvat import shapes
 from tracker.cvat.agent.tracking import create
 from tracker.devtools.agent_worker import AgentWorker
 from tracker.devtools.checkpoints import ensure_hf_checkpoint
-from tracker.engine.model_loading import resolve_dtype
+from tracker.engine.errors import ModelConfigError
+from tracker.engine.model_loading import check_checkpoint, resolve_dtype, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,6 +132,32 @@ def test_an_interrupted_copy_of_a_checkpoint_asks_for_it_again(tiny_checkpoint, 
     function = create(model_id=str(copy), image_size=256)
     with pytest.raises(cvataa.BadFunctionError, match="empty or truncated.*copy or download it"):
         function.engine  # noqa: B018 - the first request loads the model
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty or truncated"),
+        (100_000, "empty or truncated"),
+        (b"not a checkpoint", "no PyTorch checkpoint"),
+        ({"weights": 1}, "no 'model' entry"),
+    ],
+    ids=["empty", "truncated", "garbage", "no-model"],
+)
+def test_a_checkpoint_file_is_checked_without_its_weights(
+    tiny_checkpoint, tmp_path, content, message
+):
+    # What `serve` checks before it deploys replicas that would each fail on the file.
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    if isinstance(content, int):
+        path.write_bytes(tiny_checkpoint.read_bytes()[:content])
+    elif isinstance(content, dict):
+        torch.save(content, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelConfigError, match=message):
+        check_checkpoint(resolve_model(str(path)))
+    check_checkpoint(resolve_model(str(tiny_checkpoint), "sam2.1_hiera_t"))
 
 
 def _out_of_memory(*args, **kwargs):

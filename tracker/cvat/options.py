@@ -206,6 +206,12 @@ class ModelOptions:
             threads=threads,
         )
 
+    def check_checkpoint(self) -> None:
+        """Refuse a local checkpoint that cannot load, reading no weights (ModelConfigError)."""
+        from tracker.engine import model_loading
+
+        model_loading.check_checkpoint(self.reference)
+
     def load(self) -> SAM2Base:
         import torch
 

@@ -14,6 +14,7 @@ import pickle
 import socket
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -318,3 +319,28 @@ def _not_loadable(reference: ModelReference, checkpoint: Path, e: Exception) -> 
         f"Could not load {str(checkpoint)!r} as {reference.config_name}: {e}. "
         "Check that the file is a SAM2 checkpoint of that architecture."
     )
+
+
+def check_checkpoint(reference: ModelReference) -> None:
+    """Raise ModelConfigError when a local checkpoint file cannot be a SAM2 checkpoint (empty,
+    cut off, not PyTorch's, no "model" entry), reading its index but not its weights, so that a
+    server refuses it before it deploys replicas that would each fail on it. Hugging Face ids
+    are left to loading: their files are fetched where the replicas run."""
+    path = reference.checkpoint_path
+    if path is None:
+        return
+    if path.stat().st_size == 0:
+        raise _truncated(reference, path)
+    zipped = zipfile.is_zipfile(path)  # PyTorch's format since 1.6: the weights are mapped
+    try:
+        content = torch.load(path, map_location="cpu", mmap=zipped, weights_only=True)
+    except EOFError as e:
+        raise _truncated(reference, path) from e
+    except pickle.UnpicklingError as e:
+        raise _not_loadable(reference, path, ValueError("it is no PyTorch checkpoint")) from e
+    except (RuntimeError, KeyError, OSError) as e:
+        if "zip archive" in str(e):
+            raise _truncated(reference, path) from e
+        raise _not_loadable(reference, path, e) from e
+    if not isinstance(content, dict) or "model" not in content:
+        raise _not_loadable(reference, path, KeyError("the file has no 'model' entry"))

@@ -78,7 +78,7 @@ def check(config: ServerConfig) -> None:
             f"SAM2_SERVER_TOKEN has {len(config.token)} characters, too few to be secret (at "
             f"least {MIN_TOKEN_CHARS}); make a random one with: {MAKE_TOKEN}"
         )
-    tracker_options(config.settings)
+    tracker_options(config.settings).model.check_checkpoint()  # before replicas fail on it
     interactor_settings(config.settings)
     shared = redis_client(config.settings) is not None
     if config.autoscaling:
