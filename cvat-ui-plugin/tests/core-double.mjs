@@ -106,8 +106,14 @@ export class Job {
     }
 }
 
-export function makeCore(baseURL) {
+/**
+ * `signedIn: false`: CVAT before sign-in, where cvat-ui fires `plugins.ready`
+ * (plugins-entrypoint.tsx) and the server answers `GET /api/lambda/functions` with 401, which
+ * server-proxy.ts's generateError turns into a ServerError with code 401; `core.signIn()` ends it.
+ */
+export function makeCore(baseURL, { signedIn = true } = {}) {
     const registered = [];
+    const session = { signedIn };
 
     async function runCollection(instance, action, parameters, frame, collection, onProgress, cancelled) {
         try {
@@ -129,6 +135,7 @@ export function makeCore(baseURL) {
     return {
         lambda: {
             async list() {
+                if (!session.signedIn) throw new ServerError('Authentication credentials were not provided.', 401);
                 const response = await fetch(`${baseURL}/api/lambda/functions`);
                 const models = await response.json();
                 return { models, count: models.length };
@@ -150,8 +157,10 @@ export function makeCore(baseURL) {
                 registered.push(action);
             },
             async unregister(action) {
+                // annotations-actions.ts's unregisterAction: an unknown action is an ArgumentError.
                 const index = registered.indexOf(action);
-                if (index >= 0) registered.splice(index, 1);
+                if (index === -1) throw new ArgumentError(`Action "${action.name}" was not registered`);
+                registered.splice(index, 1);
             },
             // The actions modal without selected objects: the job's whole collection.
             async run(instance, action, parameters, frame, onProgress, cancelled) {
@@ -166,6 +175,9 @@ export function makeCore(baseURL) {
                 }
                 return runCollection(instance, action, parameters, frame, collection, onProgress, cancelled);
             },
+        },
+        signIn() {
+            session.signedIn = true;
         },
         classes: { BaseCollectionAction, Job },
         exceptions: { ServerError, ArgumentError },

@@ -7,9 +7,9 @@
 // nothing or throws before returning, changes nothing.
 
 import type {
-    BaseCollectionActionClass, BaseCollectionActionLike, Collection, CollectionActionInput,
+    BaseCollectionActionClass, Collection, CollectionActionInput,
     CollectionActionOutput, CoreLike, MLModelLike, ObjectStateLike, SerializedShape,
-    SerializedTrack, SerializedTrackShape, SessionLike, ShapeKind, ActionParameters,
+    SerializedTrack, SerializedTrackShape, SessionLike, ShapeKind, ActionParameters, Sam2TrackerActionLike,
 } from './cvat-types';
 import { framesToWalk, walk, type FrameResult, type PromptShape } from './tracking';
 
@@ -47,7 +47,7 @@ function trackShape(base: { type: string; occluded: boolean; z_order: number; ro
 }
 
 /** Build the action class on cvat-core's own BaseCollectionAction (from `core.classes`). */
-export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => BaseCollectionActionLike {
+export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => Sam2TrackerActionLike {
     const Base = core.classes.BaseCollectionAction as unknown as BaseCollectionActionClass;
 
     class Sam2TrackerAction extends Base {
@@ -60,6 +60,11 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
         constructor(models: MLModelLike[]) {
             super();
             this.#models = models;
+        }
+
+        public useModels(models: MLModelLike[]): void {
+            if (!models.length) throw new Error('useModels: at least one function is needed');
+            this.#models = [...models];
         }
 
         public get name(): string {

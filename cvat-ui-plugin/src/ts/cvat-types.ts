@@ -125,6 +125,12 @@ export interface BaseCollectionActionLike {
     readonly parameters: ActionParameters | null;
 }
 
+/** This plugin's action: a collection action whose function list can be replaced. */
+export interface Sam2TrackerActionLike extends BaseCollectionActionLike {
+    /** Replace the functions offered (a non-empty list; the first is the default). */
+    useModels(models: MLModelLike[]): void;
+}
+
 export type BaseCollectionActionClass = abstract new () => BaseCollectionActionLike;
 
 export interface CoreLike {
@@ -150,4 +156,5 @@ export interface ComponentBuilderArgs {
 export type ComponentBuilder = (args: ComponentBuilderArgs) => {
     name: string;
     destructor: CallableFunction;
+    globalStateDidUpdate?: (state: never) => unknown;
 };
