@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ServerError, makeCore } from './core-double.mjs';
+import { ArgumentError, ServerError, makeCore } from './core-double.mjs';
 import { ACTION_NAME, FUNCTION, builder, Registration } from '../dist/plugin.mjs';
 import { BASE_URL } from './helpers.mjs';
 
@@ -106,5 +106,17 @@ test('cvat-ui\'s builder: registered after sign-in through globalStateDidUpdate,
         assert.deepEqual(await names(core), [ACTION_NAME]);
         await plugin.destructor();
         assert.deepEqual(await names(core), []);
+        await plugin.destructor(); // cvat-ui may call it again: nothing left to unregister
     });
+});
+
+test('the destructor unregisters only what it registered (cvat-core throws on an unknown action)', async () => {
+    const { core } = withDeployed([SAM2]);
+    const registration = new Registration(core);
+    await quietly(() => registration.look());
+    const [action] = await core.actions.list();
+    await registration.destroy();
+    await assert.rejects(core.actions.unregister(action), ArgumentError);
+    await registration.destroy();
+    assert.deepEqual(await names(core), []);
 });
