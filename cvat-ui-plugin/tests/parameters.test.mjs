@@ -85,6 +85,10 @@ test('locked objects are neither tracked nor changed', async () => {
     await runAction(core, action, job, 0, 2);
     assert.deepEqual(job.store.tracks.map((track) => track.shapes[0].type), ['rectangle']);
     assert.deepEqual(job.store.shapes, [polygon]);
+
+    const [state] = (await job.annotations.get(0)).filter((candidate) => candidate.lock);
+    await assert.rejects(core.actions.call(job, action, { Direction: 'forward', 'Target frame': '1' }, 0, [state], () => {}, () => false),
+        /The object is locked: unlock it to track it/, 'from its menu: a message, not a silent nothing');
 });
 
 test('the user\'s annotation filters: only the objects they show are tracked', async () => {

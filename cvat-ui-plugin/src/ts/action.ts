@@ -157,9 +157,14 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             const frames = framesToWalk(start, target, await frameList(instance));
             const states = await instance.annotations.get(start, false, []);
             const byID = new Map(states.map((state) => [state.clientID, state]));
-            const objects = [...input.collection.shapes, ...input.collection.tracks]
+            const candidates = [...input.collection.shapes, ...input.collection.tracks]
                 .map((object) => ({ object, state: byID.get(object.clientID ?? null) }))
-                .filter(({ state }) => state?.points && !state.lock && TRACKED_TYPES.includes(state.shapeType ?? ''));
+                .filter(({ state }) => state?.points && TRACKED_TYPES.includes(state.shapeType ?? ''));
+            const objects = candidates.filter(({ state }) => !state!.lock); // locked: left alone
+            if (candidates.length && !objects.length) {
+                throw new TrackingError('SAM2 tracking did not start; nothing was saved. The object is locked: '
+                    + 'unlock it to track it.');
+            }
             if (!objects.length || !frames.length) return { created: empty(), deleted: empty() };
             const prompts: PromptShape[] = objects.map(({ state }) => ({
                 type: state!.shapeType as ShapeKind, points: [...state!.points!],
