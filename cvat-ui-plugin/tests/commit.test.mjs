@@ -57,18 +57,20 @@ test('D3: a mask stays shapes even with "Convert shapes to tracks", one group fo
     assert.ok(masks[0].group > 0);
 });
 
-test('D3: a re-run from a corrected mask replaces that object\'s automatic masks in the range, no pile-up', async () => {
+test('D3: a re-run from a corrected mask replaces that object\'s automatic masks in the range, keeps the user\'s, no pile-up', async () => {
     const { core, action, job } = await setting(0, { kinds: ['mask', 'polygon'] });
     await runAction(core, action, job, 0, 4, { toTracks: false });
     const { prompts } = await info();
     const onFrame = (frame, type) => job.store.shapes.filter((shape) => shape.frame === frame && shape.type === type);
     const [maskOn2] = onFrame(2, 'mask');
     maskOn2.points = [...prompts['4'].mask]; // the user's correction on frame 2
+    onFrame(4, 'mask')[0].points = [...prompts['0'].mask]; // and one inside the range, to keep
     const other = onFrame(3, 'polygon')[0].points; // another object's shape, not to be touched
     await post('reset');
     await runAction(core, action, job, 2, 4, { toTracks: false, filters: [{ '==': [{ var: 'shape' }, 'mask'] }] });
     for (const frame of [0, 1, 2, 3, 4]) assert.equal(onFrame(frame, 'mask').length, 1, `one mask on frame ${frame}`);
     assert.deepEqual(onFrame(2, 'mask')[0].points, prompts['4'].mask, 'the correction stays');
+    assert.deepEqual(onFrame(4, 'mask')[0].points, prompts['0'].mask, 'the user\'s mask inside the range stays');
     assert.deepEqual(onFrame(3, 'polygon')[0].points, other);
     assert.deepEqual((await info()).requests, { 2: 1, 3: 1, 4: 1 });
 });
