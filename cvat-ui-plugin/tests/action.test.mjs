@@ -10,17 +10,29 @@ import {
 const KINDS = ['polygon', 'mask', 'rectangle'];
 
 function tracked(job, frames) {
-    // Each track's points on `frames`, in the order the objects were drawn (z_order).
-    const tracks = [...job.store.tracks].sort((a, b) => a.shapes[0].z_order - b.shapes[0].z_order);
-    return frames.map((frame) => tracks.map((track) => track.shapes.find((shape) => shape.frame === frame).points));
+    // Each object's points on `frames`, in the order the objects were drawn (z_order): polygons
+    // and rectangles became tracks, masks stay shapes (one per frame).
+    return frames.map((frame) => KINDS.map((kind) => {
+        const track = job.store.tracks.find((candidate) => candidate.shapes[0].type === kind);
+        if (track) return track.shapes.find((shape) => shape.frame === frame).points;
+        return job.store.shapes.find((shape) => shape.type === kind && shape.frame === frame).points;
+    }));
+}
+
+/** The mask's shapes: one per frame, all in one group. */
+function maskFrames(job) {
+    const masks = job.store.shapes.filter((shape) => shape.type === 'mask');
+    assert.equal(new Set(masks.map((mask) => mask.group)).size, 1, 'one object, one group');
+    assert.notEqual(masks[0].group, 0);
+    return masks.map((mask) => mask.frame).sort((a, b) => a - b);
 }
 
 test('forward: a polygon, a mask and a rectangle in one run, one request per frame', async () => {
     const { core, action, job } = await setting(0);
     const progress = await runAction(core, action, job, 0, 4);
-    assert.equal(job.store.shapes.length, 0, 'the shapes became tracks');
-    assert.deepEqual(job.store.tracks.map((track) => track.shapes[0].type).sort(), [...KINDS].sort());
+    assert.deepEqual(job.store.tracks.map((track) => track.shapes[0].type).sort(), ['polygon', 'rectangle'], 'polygon and rectangle became tracks');
     for (const track of job.store.tracks) assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
+    assert.deepEqual(maskFrames(job), [0, 1, 2, 3, 4], 'the mask stays shapes (no mask tracks in community CVAT)');
     assert.deepEqual((await info()).order, [0, 1, 2, 3, 4]);
     assert.ok(progress.some(([message]) => message.includes('frame 4 of 4')), JSON.stringify(progress));
     const { prompts } = await info();
@@ -34,6 +46,7 @@ test('backward: a target before the current frame walks the frames in reverse', 
         assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
         assert.equal(track.frame, 0, 'a track starts at its first keyframe');
     }
+    assert.deepEqual(maskFrames(job), [0, 1, 2, 3, 4]);
     assert.deepEqual((await info()).order, [4, 3, 2, 1, 0], 'one request per frame, walking back');
     const { prompts } = await info();
     record('backward', { start: 4, frames: [3, 2, 1, 0], prompts: KINDS.map((kind) => ({ type: kind, points: prompts['4'][kind] })), tracked: tracked(job, [3, 2, 1, 0]) });
@@ -80,8 +93,7 @@ test('a lost object is outside from that frame, not frozen', async () => {
     await runAction(core, action, job, 0, 4);
     const polygon = job.store.tracks.find((track) => track.shapes[0].type === 'polygon');
     assert.deepEqual(polygon.shapes.map((shape) => [shape.frame, shape.outside]), [[0, false], [1, false], [2, true], [3, true], [4, false]]);
-    const mask = job.store.tracks.find((track) => track.shapes[0].type === 'mask');
-    assert.ok(mask.shapes.every((shape) => !shape.outside));
+    assert.deepEqual(maskFrames(job), [0, 1, 2, 3, 4], 'the mask is seen on every frame');
 
     const shapes = await setting(0);
     await post('faults', { 2: { kind: 'outside', objects: [0] } });
@@ -102,13 +114,16 @@ test('a re-run after a correction replaces the keyframes after it, no duplicates
     for (const track of job.store.tracks) {
         for (const shape of track.shapes.filter((s) => s.frame > 2)) shape.stale = true;
     }
+    for (const shape of job.store.shapes.filter((s) => s.frame > 2)) shape.stale = true;
     await post('reset');
     await runAction(core, action, job, 2, 4);
-    assert.equal(job.store.tracks.length, 3);
+    assert.equal(job.store.tracks.length, 2);
     for (const track of job.store.tracks) {
         assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
         assert.ok(track.shapes.every((shape) => !shape.stale), 'keyframes 3 and 4 replaced');
     }
+    assert.deepEqual(maskFrames(job), [0, 1, 2, 3, 4], 'the mask\'s shapes on 3 and 4 replaced, not piled up');
+    assert.ok(job.store.shapes.every((shape) => !shape.stale));
     const after = job.store.tracks.find((track) => track.shapes[0].type === 'rectangle');
     const old = before.find((track) => track.shapes[0].type === 'rectangle');
     assert.deepEqual(after.shapes.find((shape) => shape.frame === 2).points, corrected.points);
@@ -127,10 +142,10 @@ test('deleted frames are skipped: no request, no keyframe', async () => {
 test('from an object\'s menu: only that object is tracked', async () => {
     const { core, action, job } = await setting(0);
     const [state] = (await job.annotations.get(0)).filter((s) => s.shapeType === 'mask');
-    await core.actions.call(job, action, { 'Target frame': '1' }, 0, [state], () => {}, () => false);
-    assert.equal(job.store.tracks.length, 1);
-    assert.equal(job.store.tracks[0].shapes[0].type, 'mask');
-    assert.deepEqual(job.store.shapes.map((shape) => shape.type).sort(), ['polygon', 'rectangle']);
+    await core.actions.call(job, action, { Direction: 'forward', 'Target frame': '1' }, 0, [state], () => {}, () => false);
+    assert.equal(job.store.tracks.length, 0, 'a mask stays shapes');
+    assert.deepEqual(maskFrames(job), [0, 1]);
+    assert.deepEqual(job.store.shapes.map((shape) => shape.type).sort(), ['mask', 'mask', 'polygon', 'rectangle']);
 });
 
 test('several functions: the run calls the one chosen', async () => {

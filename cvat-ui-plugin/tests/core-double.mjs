@@ -2,30 +2,46 @@
 // (read, not copied): cvat-core/src/annotations-actions/{base-action,base-collection-action,
 // annotations-actions}.ts (classes, registration, `run` and `call` of a collection action),
 // lambda-manager.ts with server-proxy.ts's `generateError` (how a failed call becomes a
-// ServerError with CVAT's text and the status as `code`), and a Job's frames and annotations.
-// Works in Node and in a browser (fetch). Simplification: a track's points on a frame are its
-// keyframe at or before the frame (CVAT interpolates between keyframes; tests start on keyframes).
+// ServerError with CVAT's text and the status as `code`); a Job in job-double.mjs.
+// Works in Node and in a browser (fetch).
 
-export class ServerError extends Error {
-    constructor(message, code) {
-        super(message);
-        this.code = code;
-    }
-}
+import { ArgumentError, Job, ServerError } from './job-double.mjs';
 
-export class ArgumentError extends Error {}
+export { ArgumentError, Job, ServerError };
 
 export class BaseAction {}
 export class BaseCollectionAction extends BaseAction {}
 
-function prepareActionParameters(declared, defined, instance) {
+// base-action.ts's prepareActionParameters: a parameter the modal did not send takes its
+// defaultValue as declared, a function included (so a number is then NaN).
+function prepareActionParameters(declared, defined) {
     const result = {};
     for (const [name, { type, defaultValue }] of Object.entries(declared ?? {})) {
-        const fallback = typeof defaultValue === 'function' ? defaultValue({ instance }) : defaultValue;
-        const value = Object.hasOwn(defined, name) ? defined[name] : fallback;
+        const value = Object.hasOwn(defined, name) ? defined[name] : defaultValue;
         result[name] = type === 'number' ? +value : value;
     }
     return result;
+}
+
+// annotations-filter.ts's filterSerializedCollection, for JSON Logic's "==", "!=", "and", "or"
+// over an object's `shape`, `type` and `objectID` (clientID): filters[0] selects the objects.
+function matches(filter, object) {
+    const [operator] = Object.keys(filter);
+    const value = (term) => (term && typeof term === 'object' && 'var' in term ? object[term.var] : term);
+    const [left, right] = filter[operator];
+    if (operator === 'and') return filter.and.every((part) => matches(part, object));
+    if (operator === 'or') return filter.or.some((part) => matches(part, object));
+    if (operator === '==') return value(left) === value(right);
+    if (operator === '!=') return value(left) !== value(right);
+    throw new Error(`the double has no JSON Logic "${operator}"`);
+}
+
+function filterByUser(collection, filters) {
+    if (!filters?.[0]) return collection;
+    const keep = (type) => (object) => matches(filters[0], {
+        shape: object.type ?? object.shapes[0].type, type, objectID: object.clientID,
+    });
+    return { shapes: collection.shapes.filter(keep('shape')), tags: collection.tags, tracks: collection.tracks.filter(keep('track')) };
 }
 
 async function lambdaCall(baseURL, model, body) {
@@ -48,72 +64,23 @@ async function lambdaCall(baseURL, model, body) {
     return data;
 }
 
-export class Job {
-    // frames: [{width, height, deleted}] of the task; one job over all of them.
-    constructor({ id, taskId, frames }) {
-        Object.assign(this, { id, taskId, startFrame: 0, stopFrame: frames.length - 1 });
-        this.frameMeta = frames;
-        this.store = { shapes: [], tracks: [] };
-        this.nextID = 1;
-        this.commits = 0;
-        this.frames = {
-            get: async (frame) => {
-                const meta = this.frameMeta[frame];
-                return { number: frame, width: meta.width, height: meta.height, deleted: !!meta.deleted };
-            },
-            frameNumbers: async () => this.frameMeta.map((_, index) => index),
-        };
-        this.annotations = {
-            get: async (frame) => this.statesOn(frame),
-            commit: async (created, deleted) => this.commitCollection(created, deleted),
-        };
-    }
-
-    add(object) {
-        const copy = { ...structuredClone(object), clientID: this.nextID++ };
-        (copy.shapes ? this.store.tracks : this.store.shapes).push(copy);
-        return copy.clientID;
-    }
-
-    export() {
-        return { shapes: structuredClone(this.store.shapes), tags: [], tracks: structuredClone(this.store.tracks) };
-    }
-
-    statesOn(frame) {
-        const states = this.store.shapes.filter((shape) => shape.frame === frame).map((shape) => ({
-            clientID: shape.clientID, objectType: 'shape', shapeType: shape.type,
-            points: [...shape.points], outside: false, export: async () => structuredClone(shape),
-        }));
-        for (const track of this.store.tracks) {
-            const before = track.shapes.filter((shape) => shape.frame <= frame).sort((a, b) => a.frame - b.frame);
-            const shown = before[before.length - 1];
-            if (!shown || shown.outside) continue;
-            states.push({
-                clientID: track.clientID, objectType: 'track', shapeType: shown.type,
-                points: [...shown.points], outside: false, export: async () => structuredClone(track),
-            });
-        }
-        return states;
-    }
-
-    // annotations.commit: `deleted` removed by clientID, `created` added with new clientIDs.
-    commitCollection(created, deleted) {
-        const gone = new Set([...deleted.shapes, ...deleted.tracks].map((object) => object.clientID));
-        this.store.shapes = this.store.shapes.filter((shape) => !gone.has(shape.clientID));
-        this.store.tracks = this.store.tracks.filter((track) => !gone.has(track.clientID));
-        [...created.shapes, ...created.tracks].forEach((object) => this.add(object));
-        this.commits += 1;
-    }
-}
-
-export function makeCore(baseURL) {
+/**
+ * `signedIn: false`: CVAT before sign-in, where cvat-ui fires `plugins.ready`
+ * (plugins-entrypoint.tsx) and the server answers `GET /api/lambda/functions` with 401, which
+ * server-proxy.ts's generateError turns into a ServerError with code 401; `core.signIn()` ends it.
+ */
+export function makeCore(baseURL, { signedIn = true } = {}) {
     const registered = [];
+    const session = { signedIn };
 
-    async function runCollection(instance, action, parameters, frame, collection, onProgress, cancelled) {
+    async function runCollection(instance, action, parameters, frame, collection, filters, onProgress, cancelled) {
         try {
-            await action.init(instance, prepareActionParameters(action.parameters, parameters, instance));
+            await action.init(instance, prepareActionParameters(action.parameters, parameters));
             const frameData = await instance.frames.get(frame);
-            const filtered = action.applyFilter({ collection, frameData });
+            const filtered = filterByUser(action.applyFilter({ collection, frameData }), filters);
+            for (const object of [...filtered.shapes, ...filtered.tracks]) {
+                if (typeof object.clientID !== 'number') throw new Error('ClientID is undefined when running annotations action, but required');
+            }
             const { created, deleted } = await action.run({
                 collection: filtered,
                 frameData: { width: frameData.width, height: frameData.height, number: frameData.number },
@@ -129,6 +96,7 @@ export function makeCore(baseURL) {
     return {
         lambda: {
             async list() {
+                if (!session.signedIn) throw new ServerError('Authentication credentials were not provided.', 401);
                 const response = await fetch(`${baseURL}/api/lambda/functions`);
                 const models = await response.json();
                 return { models, count: models.length };
@@ -150,12 +118,15 @@ export function makeCore(baseURL) {
                 registered.push(action);
             },
             async unregister(action) {
+                // annotations-actions.ts's unregisterAction: an unknown action is an ArgumentError.
                 const index = registered.indexOf(action);
-                if (index >= 0) registered.splice(index, 1);
+                if (index === -1) throw new ArgumentError(`Action "${action.name}" was not registered`);
+                registered.splice(index, 1);
             },
-            // The actions modal without selected objects: the job's whole collection.
-            async run(instance, action, parameters, frame, onProgress, cancelled) {
-                return runCollection(instance, action, parameters, frame, instance.export(), onProgress, cancelled);
+            // The actions modal without selected objects: the job's whole collection, then the
+            // user's annotation filters (a collection action gets frameFrom === frameTo).
+            async run(instance, action, parameters, frameFrom, _frameTo, filters, onProgress, cancelled) {
+                return runCollection(instance, action, parameters, frameFrom, instance.export(), filters, onProgress, cancelled);
             },
             // From an object's menu: only the objects given.
             async call(instance, action, parameters, frame, states, onProgress, cancelled) {
@@ -164,8 +135,11 @@ export function makeCore(baseURL) {
                     const value = await state.export();
                     (state.objectType === 'track' ? collection.tracks : collection.shapes).push(value);
                 }
-                return runCollection(instance, action, parameters, frame, collection, onProgress, cancelled);
+                return runCollection(instance, action, parameters, frame, collection, [], onProgress, cancelled);
             },
+        },
+        signIn() {
+            session.signedIn = true;
         },
         classes: { BaseCollectionAction, Job },
         exceptions: { ServerError, ArgumentError },

@@ -4,9 +4,11 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { Job, makeCore } from './core-double.mjs';
-import { ACTION_NAME, FUNCTION, TARGET_FRAME, TO_TRACKS, setUp } from '../dist/plugin.mjs';
+import {
+    ACTION_NAME, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS, forgetAll, setUp,
+} from '../dist/plugin.mjs';
 
-export { ACTION_NAME, FUNCTION, TARGET_FRAME, TO_TRACKS };
+export { ACTION_NAME, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS };
 export const BASE_URL = process.env.STANDIN_URL;
 if (!BASE_URL) throw new Error('STANDIN_URL is not set: run these tests through `python -m pytest`');
 
@@ -20,7 +22,8 @@ export async function post(route, body = {}) {
 }
 
 /** A core double with the action registered, and a job whose objects were drawn on `frame`. */
-export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'], asTracks = false, models = null } = {}) {
+export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'], asTracks = false, models = null, saved = false } = {}) {
+    forgetAll(); // what earlier tests' runs wrote on the same job id
     let core = makeCore(BASE_URL);
     if (models) core = { ...core, lambda: { ...core.lambda, list: async () => ({ models, count: models.length }) } };
     const action = await setUp(core);
@@ -30,21 +33,59 @@ export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'],
         const points = prompts[String(frame)][kind];
         const common = { label_id: 1, group: 0, source: 'manual', attributes: [], elements: [] };
         const shape = { type: kind, frame, occluded: false, outside: false, z_order: index, rotation: 0, points };
-        job.add(asTracks ? { ...common, frame, shapes: [{ ...shape, attributes: [] }] } : { ...common, ...shape });
+        job.add(asTracks ? { ...common, frame, shapes: [{ ...shape, attributes: [] }] } : { ...common, ...shape }, { saved });
     });
     await post('reset');
     return { core, action, job };
 }
 
-/** The actions modal's Run with nothing selected (core.actions.run). */
-/** `cancelAfter`: the user presses Cancel once "frame n of" has been reported. */
-export async function runAction(core, action, job, frame, target, { toTracks = true, cancelAfter = null, fn = null } = {}) {
+/**
+ * The actions modal's Run with nothing selected (core.actions.run, frameFrom = frameTo = the
+ * current frame for a collection action). `cancelAfter`: the user presses Cancel once "frame n
+ * of" has been reported. `direction`: the one towards the target unless given.
+ */
+export async function runAction(core, action, job, frame, target, {
+    toTracks = true, cancelAfter = null, fn = null, direction = null, filters = [],
+} = {}) {
     const progress = [];
     const cancelled = () => cancelAfter !== null && progress.some(([message]) => message.includes(`frame ${cancelAfter} of`));
-    const parameters = { [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks), ...(fn ? { [FUNCTION]: fn } : {}) };
+    const parameters = {
+        [DIRECTION]: direction ?? (target >= frame ? 'forward' : 'backward'),
+        [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks), ...(fn ? { [FUNCTION]: fn } : {}),
+    };
     await core.actions.run(job, action, parameters,
-        frame, (message, percent) => progress.push([message, percent]), cancelled);
+        frame, frame, filters, (message, percent) => progress.push([message, percent]), cancelled);
     return progress;
+}
+
+/**
+ * The actions modal's parameters as annotations-actions-modal.tsx keeps them: in a store that
+ * outlives the modal (kept between openings and jobs); each parameter shows the kept value or
+ * its default, and what it shows is sent.
+ */
+export class Modal {
+    constructor(core) {
+        this.core = core;
+        this.kept = {};
+    }
+
+    shown(action, job) {
+        const values = {};
+        for (const [name, { defaultValue }] of Object.entries(action.parameters ?? {})) {
+            values[name] = this.kept[action.name]?.[name]
+                ?? (typeof defaultValue === 'function' ? defaultValue({ instance: job }) : defaultValue);
+        }
+        this.kept[action.name] = { ...values };
+        return values;
+    }
+
+    set(action, name, value) {
+        this.kept[action.name] = { ...this.kept[action.name], [name]: String(value) };
+    }
+
+    async run(job, action, frame) {
+        return this.core.actions.run(job, action, this.shown(action, job), frame, frame, [], () => {}, () => false);
+    }
 }
 
 export function keyframes(track) {

@@ -1,19 +1,27 @@
 // The "Segment Anything 2: Tracker" annotation action, a cvat-core BaseCollectionAction.
 //
-// cvat-core calls `init` with the job and the modal's parameters, `applyFilter` with the
-// exported collection and the current frame, then `run`, and commits what `run` returns
-// (`instance.annotations.commit(created, deleted, frame)`): objects in `deleted` are removed
-// by clientID and `created` added, in one step. So a cancelled or failed run, which returns
-// nothing or throws before returning, changes nothing.
+// cvat-core (annotations-actions/base-collection-action.ts) calls `init` with the job and the
+// modal's parameters, `applyFilter` with the exported collection and the current frame, then
+// (from the actions modal) applies the user's annotation filters, calls `run` and commits what it
+// returns (`instance.annotations.commit(created, deleted, frame)`). A cancelled or failed run
+// returns nothing or throws before returning, so it changes nothing; what it returns is planned
+// and checked in full first (plan.ts). The modal keeps parameters between openings and jobs
+// (annotations-actions-modal.tsx), so the direction is a parameter of its own, checked against
+// the target frame, never guessed from a target left from an earlier run.
 
 import type {
-    BaseCollectionActionClass, BaseCollectionActionLike, Collection, CollectionActionInput,
-    CollectionActionOutput, CoreLike, MLModelLike, ObjectStateLike, SerializedShape,
-    SerializedTrack, SerializedTrackShape, SessionLike, ShapeKind, ActionParameters,
+    BaseCollectionActionClass, Collection, CollectionActionInput,
+    CollectionActionOutput, CoreLike, MLModelLike, ObjectStateLike,
+    SessionLike, ShapeKind, ActionParameters, Sam2TrackerActionLike,
 } from './cvat-types';
-import { framesToWalk, walk, type FrameResult, type PromptShape } from './tracking';
+import { remember } from './automatic';
+import { keyframeAt, plan } from './plan';
+import { TrackingError, framesToWalk, walk, type PromptShape } from './tracking';
 
 export const ACTION_NAME = 'Segment Anything 2: Tracker';
+export const DIRECTION = 'Direction';
+export const FORWARD = 'forward';
+export const BACKWARD = 'backward';
 export const TARGET_FRAME = 'Target frame';
 export const TO_TRACKS = 'Convert shapes to tracks';
 export const FUNCTION = 'Function';
@@ -31,29 +39,42 @@ function firstFrame(instance: SessionLike): number {
     return typeof instance.startFrame === 'number' ? instance.startFrame : 0;
 }
 
-/** The track's keyframe in force on `frame` (the last one at or before it), if any. */
-function keyframeAt(track: SerializedTrack, frame: number): SerializedTrackShape | null {
-    const before = track.shapes.filter((shape) => shape.frame <= frame);
-    if (!before.length) return null;
-    return before.reduce((a, b) => (b.frame > a.frame ? b : a));
+/** The frames of the job (a Job's segment, not contiguous in ground-truth jobs; a Task's all). */
+async function frameList(instance: SessionLike): Promise<number[]> {
+    if (!instance.frames.frameNumbers) return Array.from({ length: instance.size ?? 0 }, (_, index) => index);
+    const frames = await instance.frames.frameNumbers();
+    if (!frames.length) {
+        // frames.ts's getJobFrameNumbers: [] until the job's frame cache exists.
+        throw new TrackingError('SAM2 tracking did not start; nothing was saved. CVAT has not loaded this job\'s '
+            + 'frame list yet: open a frame of the job, then run the action again.');
+    }
+    return frames;
 }
 
-function trackShape(base: { type: string; occluded: boolean; z_order: number; rotation?: number },
-    frame: number, points: number[], outside: boolean): SerializedTrackShape {
-    return {
-        type: base.type, frame, occluded: base.occluded, outside, z_order: base.z_order,
-        rotation: 0, points: [...points], attributes: [],
-    };
+/** The checked parameters (cvat-core's prepareActionParameters gives NaN for a number it lacks). */
+function checkedParameters(parameters: Record<string, string | number>): { target: number; direction: string; toTracks: boolean } {
+    const target = Number(parameters[TARGET_FRAME]);
+    if (!Number.isInteger(target) || target < 0) {
+        throw new TrackingError(`SAM2 tracking did not start; nothing was saved. "${TARGET_FRAME}" is `
+            + `${String(parameters[TARGET_FRAME])}, not a frame number: set it in the action's parameters.`);
+    }
+    const direction = String(parameters[DIRECTION]);
+    if (direction !== FORWARD && direction !== BACKWARD) {
+        throw new TrackingError(`SAM2 tracking did not start; nothing was saved. "${DIRECTION}" is `
+            + `${direction}: choose ${FORWARD} or ${BACKWARD}.`);
+    }
+    return { target, direction, toTracks: String(parameters[TO_TRACKS]) === 'true' };
 }
 
 /** Build the action class on cvat-core's own BaseCollectionAction (from `core.classes`). */
-export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => BaseCollectionActionLike {
+export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => Sam2TrackerActionLike {
     const Base = core.classes.BaseCollectionAction as unknown as BaseCollectionActionClass;
 
     class Sam2TrackerAction extends Base {
         #models: MLModelLike[];
         #instance: SessionLike | null = null;
         #target = 0;
+        #direction = FORWARD;
         #toTracks = true;
         #model: MLModelLike | null = null;
 
@@ -62,12 +83,18 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             this.#models = models;
         }
 
+        public useModels(models: MLModelLike[]): void {
+            if (!models.length) throw new Error('useModels: at least one function is needed');
+            this.#models = [...models];
+        }
+
         public get name(): string {
             return ACTION_NAME;
         }
 
         public get parameters(): ActionParameters {
             const parameters: ActionParameters = {
+                [DIRECTION]: { type: 'select', values: [FORWARD, BACKWARD], defaultValue: FORWARD },
                 [TARGET_FRAME]: {
                     type: 'number',
                     values: ({ instance }) => [firstFrame(instance), lastFrame(instance), 1].map(String),
@@ -88,8 +115,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
 
         public async init(instance: SessionLike, parameters: Record<string, string | number>): Promise<void> {
             this.#instance = instance;
-            this.#target = Number(parameters[TARGET_FRAME]);
-            this.#toTracks = String(parameters[TO_TRACKS]) === 'true';
+            ({ target: this.#target, direction: this.#direction, toTracks: this.#toTracks } = checkedParameters(parameters));
             const chosen = parameters[FUNCTION];
             this.#model = this.#models.find((model) => model.id === chosen) ?? this.#models[0];
         }
@@ -120,15 +146,25 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             const instance = this.#instance;
             const model = this.#model;
             const start = input.frameData.number;
-            if (!instance || !model || start === this.#target) return { created: empty(), deleted: empty() };
-            const available = instance.frames.frameNumbers
-                ? await instance.frames.frameNumbers()
-                : Array.from({ length: instance.size ?? 0 }, (_, index) => index);
-            const frames = framesToWalk(start, this.#target, available);
+            const target = this.#target;
+            if (!instance || !model) return { created: empty(), deleted: empty() };
+            const forward = this.#direction === FORWARD;
+            if (forward ? target <= start : target >= start) {
+                throw new TrackingError(`SAM2 tracking did not start; nothing was saved. "${DIRECTION}" is `
+                    + `${this.#direction} but "${TARGET_FRAME}" ${target} is ${target === start ? 'the current frame' : (forward ? 'before' : 'after')} `
+                    + `${start}: choose a target ${forward ? 'after' : 'before'} the current frame or the other direction.`);
+            }
+            const frames = framesToWalk(start, target, await frameList(instance));
             const states = await instance.annotations.get(start, false, []);
-            const objects = [...input.collection.shapes, ...input.collection.tracks]
-                .map((object) => ({ object, state: states.find((state) => state.clientID === object.clientID) }))
+            const byID = new Map(states.map((state) => [state.clientID, state]));
+            const candidates = [...input.collection.shapes, ...input.collection.tracks]
+                .map((object) => ({ object, state: byID.get(object.clientID ?? null) }))
                 .filter(({ state }) => state?.points && TRACKED_TYPES.includes(state.shapeType ?? ''));
+            const objects = candidates.filter(({ state }) => !state!.lock); // locked: left alone
+            if (candidates.length && !objects.length) {
+                throw new TrackingError('SAM2 tracking did not start; nothing was saved. The object is locked: '
+                    + 'unlock it to track it.');
+            }
             if (!objects.length || !frames.length) return { created: empty(), deleted: empty() };
             const prompts: PromptShape[] = objects.map(({ state }) => ({
                 type: state!.shapeType as ShapeKind, points: [...state!.points!],
@@ -146,46 +182,19 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                 onProgress: input.onProgress,
             });
             if (results === null) return { created: empty(), deleted: empty() };
-            return this.#output(objects.map(({ object }) => object), prompts, start, results);
-        }
-
-        #output(objects: (SerializedShape | SerializedTrack)[],
-            prompts: PromptShape[], start: number, results: FrameResult[]): CollectionActionOutput {
-            const created = empty();
-            const deleted = empty();
-            const low = Math.min(start, this.#target);
-            const high = Math.max(start, this.#target);
-            objects.forEach((object, index) => {
-                const tracked = results.map(({ frame, objects: frameObjects }) => ({ frame, ...frameObjects[index] }));
-                if ('shapes' in object) {
-                    // A track: its keyframes between the start and the target are replaced.
-                    const base = object.shapes[0];
-                    const kept = object.shapes.filter((shape) => shape.frame === start || shape.frame < low || shape.frame > high);
-                    if (!kept.some((shape) => shape.frame === start)) {
-                        kept.push(trackShape(keyframeAt(object, start) ?? base, start, prompts[index].points, false));
-                    }
-                    const shapes = [...kept, ...tracked.map(({ frame, points, outside }) => trackShape(base, frame, points, outside))]
-                        .sort((a, b) => a.frame - b.frame);
-                    const { clientID: _dropped, ...rest } = object;
-                    created.tracks.push({ ...rest, frame: shapes[0].frame, shapes });
-                    deleted.tracks.push(object);
-                } else if (this.#toTracks) {
-                    const first = trackShape(object, start, object.points, false);
-                    const shapes = [first, ...tracked.map(({ frame, points, outside }) => trackShape(object, frame, points, outside))]
-                        .sort((a, b) => a.frame - b.frame);
-                    created.tracks.push({
-                        frame: shapes[0].frame, label_id: object.label_id, group: object.group,
-                        source: 'semi-auto', shapes, attributes: [...object.attributes], elements: [],
-                    });
-                    deleted.shapes.push(object);
-                } else {
-                    for (const { frame, points, outside } of tracked) {
-                        if (outside) continue; // a lost object gets no shape on that frame
-                        const { clientID: _dropped, ...rest } = object;
-                        created.shapes.push({ ...rest, frame, points: [...points], source: 'semi-auto', rotation: 0 });
-                    }
+            const locked = new Set<number>();
+            for (const frame of frames) {
+                for (const state of await instance.annotations.get(frame, false, [])) {
+                    if (state.lock && state.clientID !== null) locked.add(state.clientID);
                 }
+            }
+            const exported = instance.annotations.export ? await instance.annotations.export() : null;
+            const { created, deleted, written } = plan({
+                jobID: instance.id, start, target, toTracks: this.#toTracks, locked,
+                objects: objects.map(({ object, state }) => ({ object, points: [...state!.points!] })),
+                results, shapes: exported?.shapes ?? [],
             });
+            remember(instance.id, written);
             return { created, deleted };
         }
     }

@@ -12,6 +12,7 @@ export type ShapeKind = 'rectangle' | 'polygon' | 'mask';
 
 export interface SerializedShape {
     clientID?: number;
+    id?: number;
     type: string;
     frame: number;
     label_id: number;
@@ -39,6 +40,7 @@ export interface SerializedTrackShape {
 
 export interface SerializedTrack {
     clientID?: number;
+    id?: number;
     frame: number;
     label_id: number;
     group: number;
@@ -73,6 +75,7 @@ export interface ObjectStateLike {
     shapeType: string | null;
     points: number[] | null;
     outside?: boolean;
+    lock?: boolean;
 }
 
 export interface FrameDataLike {
@@ -95,6 +98,7 @@ export interface SessionLike {
     };
     annotations: {
         get(frame: number, allTracks: boolean, filters: object[]): Promise<ObjectStateLike[]>;
+        export?(): Promise<Collection>;
     };
 }
 
@@ -125,6 +129,12 @@ export interface BaseCollectionActionLike {
     readonly parameters: ActionParameters | null;
 }
 
+/** This plugin's action: a collection action whose function list can be replaced. */
+export interface Sam2TrackerActionLike extends BaseCollectionActionLike {
+    /** Replace the functions offered (a non-empty list; the first is the default). */
+    useModels(models: MLModelLike[]): void;
+}
+
 export type BaseCollectionActionClass = abstract new () => BaseCollectionActionLike;
 
 export interface CoreLike {
@@ -150,4 +160,5 @@ export interface ComponentBuilderArgs {
 export type ComponentBuilder = (args: ComponentBuilderArgs) => {
     name: string;
     destructor: CallableFunction;
+    globalStateDidUpdate?: (state: never) => unknown;
 };

@@ -59,7 +59,7 @@ async function main() {
         occluded: false, outside: false, z_order: index, rotation: 0, attributes: [], elements: [],
     }));
     const progress = [];
-    await core.actions.run(job, action, { 'Target frame': String(last) }, 0,
+    await core.actions.run(job, action, { Direction: 'forward', 'Target frame': String(last) }, 0, 0, [],
         (message) => { progress.push(message); status.textContent = message; }, () => false);
     const frames = document.getElementById('frames');
     for (let frame = 0; frame <= last; frame += 1) {
@@ -74,14 +74,16 @@ async function main() {
             const shape = track.shapes.find((s) => s.frame === frame);
             if (shape && !shape.outside) draw(context, shape);
         }
+        for (const shape of job.store.shapes.filter((s) => s.frame === frame)) draw(context, shape); // masks stay shapes
         const figure = document.createElement('figure');
         const caption = document.createElement('figcaption');
         caption.textContent = `frame ${frame}`;
         figure.append(canvas, caption);
         frames.append(figure);
     }
-    status.textContent = `${plugins.join(', ')}: "${action.name}" tracked ${job.store.tracks.length} objects over frames 0-${last} (blue polygon, orange mask, green rectangle)`;
-    return { plugins, action: action.name, progress, tracks: job.store.tracks.map((t) => ({ type: t.shapes[0].type, frames: t.shapes.map((s) => s.frame) })) };
+    status.textContent = `${plugins.join(', ')}: "${action.name}" tracked ${job.store.tracks.length} tracks and ${job.store.shapes.length} shapes over frames 0-${last} (blue polygon, orange mask, green rectangle)`;
+    return { plugins, action: action.name, progress, tracks: job.store.tracks.map((t) => ({ type: t.shapes[0].type, frames: t.shapes.map((s) => s.frame) })),
+        shapes: job.store.shapes.map((s) => ({ type: s.type, frame: s.frame })) };
 }
 
 window.result = main().catch((error) => ({ error: String(error && error.stack || error) }));

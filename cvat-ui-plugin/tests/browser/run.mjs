@@ -24,8 +24,9 @@ try {
     assert.deepEqual(errors, []);
     assert.deepEqual(result.plugins, ['SAM2 tracker (cvat-sam2-tracker)']);
     assert.equal(result.action, 'Segment Anything 2: Tracker');
-    assert.deepEqual(result.tracks.map((t) => t.type).sort(), ['mask', 'polygon', 'rectangle']);
+    assert.deepEqual(result.tracks.map((t) => t.type).sort(), ['polygon', 'rectangle']);
     for (const track of result.tracks) assert.deepEqual(track.frames, [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(result.shapes.filter((s) => s.type === 'mask').map((s) => s.frame).sort(), [0, 1, 2, 3, 4, 5], 'masks stay shapes');
     assert.ok(result.progress.some((m) => m.includes('frame 5 of 5')), result.progress.join('; '));
     await page.screenshot({ path: screenshot, fullPage: true });
     console.log(`screenshot: ${screenshot}`);
