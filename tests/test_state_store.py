@@ -181,6 +181,36 @@ def test_a_cached_copy_is_never_served_for_a_newer_version(redis_server):
     assert len(one.cache) == len(two.cache) == 1
 
 
+@pytest.mark.parametrize("steps_after", [1, 2], ids=["same-version", "later-version"])
+def test_a_copy_of_a_version_a_failover_lost_is_never_used(redis_server, steps_after):
+    """Replica one commits version 9 and keeps a copy; Redis loses it (a failover to a replica
+    that had not received it, or a restore: the key as it was at version 8); replica two then
+    commits a different version 9 (another frame). One must read two's history, not its copy."""
+    one, two = (
+        RedisStateStore(redis_server.client(), FakeEngine(), "tiny|test|256", "test", cache_mb=64)
+        for _ in range(2)
+    )
+    client, handle = redis_server.client(), _put(one, _tracked())
+    key = f"cvat-sam2-tracker:object:{handle}"
+    before = client.dump(key)
+    _, base = _read(one, handle)
+    lost = _advanced(base, 500)
+    with one.transaction([handle]) as tx:
+        tx.stored(handle)
+        tx.commit({handle: Record(_stored(lost, digest="lost frame"), lost)})
+    client.restore(key, 0, before, replace=True)  # version 9 is gone
+    tracked = base
+    for step in range(steps_after):
+        _, tracked = _read(two, handle)
+        tracked = _advanced(tracked, 700 + step)
+        with two.transaction([handle]) as tx:
+            tx.stored(handle)
+            tx.commit({handle: Record(_stored(tracked, digest=f"frame {step}"), tracked)})
+    stored, state = _read(one, handle)
+    assert stored.version == 8 + steps_after
+    _assert_same(state, tracked)
+
+
 def test_memory_states_expire_after_their_last_use():
     now = [0.0]
     store = MemoryStateStore(64, ttl_seconds=100, clock=lambda: now[0])

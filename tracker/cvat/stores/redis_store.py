@@ -28,7 +28,8 @@ import safetensors.torch
 import torch
 
 from tracker.cvat.shape_tracker import Shape, TrackedObject
-from tracker.cvat.stores.state_cache import StateCache
+from tracker.cvat.stores import lineage
+from tracker.cvat.stores.state_cache import CachedObject, StateCache
 from tracker.cvat.stores.state_store import (
     STATE_TTL_SECONDS,
     Record,
@@ -117,7 +118,7 @@ class RedisStateStore:
     def _key(self, handle: str) -> str:
         return _KEY_PREFIX + handle
 
-    def _header(self, stored: Stored, fields: Sequence[str]) -> str:
+    def _header(self, stored: Stored, fields: Sequence[str], heads: Sequence[str]) -> str:
         return json.dumps(
             {
                 "format": _FORMAT,
@@ -130,11 +131,12 @@ class RedisStateStore:
                 "digest": stored.digest,
                 "outside": stored.outside,
                 "fields": sorted(fields),
+                "heads": list(heads),
             },
             separators=(",", ":"),
         )
 
-    def _parsed(self, raw: bytes | None) -> tuple[Stored, list[str]]:
+    def _parsed(self, raw: bytes | None) -> tuple[Stored, list[str], list[str]]:
         if raw is None:
             raise UnknownStateError(unknown_state_message())
         header = json.loads(raw)
@@ -153,7 +155,7 @@ class RedisStateStore:
             header["digest"],
             header["outside"],
         )
-        return stored, header["fields"]
+        return stored, header["fields"], header.get("heads", [])  # none before heads were kept
 
     def _restored(self, version: int, fields: dict[str, torch.Tensor]) -> ObjectState:
         def entry(name: str, frame_idx: int) -> MemoryEntry:
@@ -173,7 +175,7 @@ class _RedisTransaction:
         self, store: RedisStateStore, watching: redis.client.Pipeline, handles: Sequence[str]
     ) -> None:
         self._store, self._watching = store, watching
-        self._read: dict[str, tuple[Stored, list[str]] | UnknownStateError] = {}
+        self._read: dict[str, tuple[Stored, list[str], list[str]] | UnknownStateError] = {}
         if handles:
             pipe = store._client.pipeline(transaction=False)
             for handle in handles:
@@ -190,6 +192,16 @@ class _RedisTransaction:
             raise read
         return read[0]
 
+    def _copy(self, handle: str) -> tuple[CachedObject | None, bool]:
+        """This replica's copy of the object if it is of the stored history, and whether it
+        is of the stored version itself."""
+        stored, _, heads = self._read[handle]  # type: ignore[misc]
+        cached = self._store.cache.get(handle)
+        if cached is None:
+            return None, False
+        behind = lineage.steps_behind(heads, stored.version, cached.version, cached.head)
+        return (None, False) if behind is None else (cached, behind == 0)
+
     def states(self, handles: Sequence[str]) -> dict[str, TrackedObject]:
         """Restored from this replica's copy where it has one, reading only the fields it lacks
         (all objects' reads in one round trip; none when every copy is current). The last shape
@@ -197,14 +209,13 @@ class _RedisTransaction:
         store, plans = self._store, []
         pipe = store._client.pipeline(transaction=False)
         for handle in handles:
-            stored, names = self._read[handle]  # type: ignore[misc]
-            cached = store.cache.get(handle)
+            stored, names, _ = self._read[handle]  # type: ignore[misc]
+            cached, current = self._copy(handle)
             copies = {} if cached is None else cached.fields
             have = {n: copies[n] for n in names if n in copies}
             unread = [n for n in names if n not in have]
             if unread:
                 pipe.hmget(store._key(handle), unread)
-            current = cached is not None and cached.version == stored.version
             plans.append((handle, stored, have, unread, cached.last_shape if current else None))
         with store._reported():
             replies = iter(pipe.execute() if len(pipe) else [])
@@ -224,8 +235,9 @@ class _RedisTransaction:
     def last_shapes(self, handles: Sequence[str]) -> dict[str, Shape | None]:
         store, shapes, unread = self._store, {}, []
         for handle in handles:
-            cached = store.cache.get(handle)
-            if cached is not None and cached.version == self.stored(handle).version:
+            self.stored(handle)  # raises for an unknown object
+            cached, current = self._copy(handle)
+            if current:
                 shapes[handle] = cached.last_shape
             else:
                 unread.append(handle)
@@ -247,20 +259,25 @@ class _RedisTransaction:
                     key = store._key(handle)
                     tensors = tensor_fields(record.tracked.object_state)
                     read = self._read.get(handle)
-                    before = set() if read is None else set(read[1])  # type: ignore[index]
+                    read = None if isinstance(read, UnknownStateError) else read
+                    before = set() if read is None else set(read[1])
                     new = {n: _encoded(t) for n, t in tensors.items() if n not in before}
-                    header = store._header(record.stored, tensors.keys())
+                    heads = lineage.extended(
+                        [] if read is None else read[2], record.stored.version, record.stored.digest
+                    )
+                    header = store._header(record.stored, tensors.keys(), heads)
                     last = _shape_json(record.tracked.last_shape)
                     pipe.hset(key, mapping={"header": header, "last": last, **new})
                     if gone := sorted(before - tensors.keys()):
                         pipe.hdel(key, *gone)
                     pipe.expire(key, store._ttl)
-                    written[handle] = (record, tensors)
+                    written[handle] = (record, tensors, heads[0])
                 pipe.execute()
         except redis.WatchError as e:
             raise StateConflictError(conflict_message()) from e
-        for handle, (record, tensors) in written.items():
-            store.cache.put(handle, record.stored.version, tensors, record.tracked.last_shape)
+        for handle, (record, tensors, head) in written.items():
+            last = record.tracked.last_shape
+            store.cache.put(handle, record.stored.version, head, tensors, last)
 
 
 @contextlib.contextmanager

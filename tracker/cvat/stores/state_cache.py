@@ -1,11 +1,12 @@
 """A replica's copies of recently used object states, so that a step reads from Redis only what
 the copy lacks.
 
-A stored field never changes once written (`redis_store.py`), and an object's version
-names exactly one state (a version is committed once, under WATCH). So a copy of any version
-stays right field by field: a step whose object this replica stepped last reads nothing but the
-object's header; one whose object another replica stepped since reads only the fields written
-there. The copies are the engine's own tensors (on its device), bounded by a memory budget
+A stored field never changes once written (`redis_store.py`) within one history of the object,
+and a copy is used only when the header shows it is of that history (`lineage.py`: a version
+number alone can name two states after a failover lost one). So a copy stays right field by
+field: a step whose object this replica stepped last reads nothing but the object's header; one
+whose object another replica stepped since reads only the fields written there. The copies are
+the engine's own tensors (on its device), bounded by a memory budget
 (least recently used out); the store still validates every step against Redis.
 """
 
@@ -22,9 +23,11 @@ from tracker.cvat.state_budget import StateBudget
 
 @dataclasses.dataclass(eq=False)
 class CachedObject:
-    """An object's fields as of `version`, and the shape that version answered."""
+    """An object's fields as of `version` (whose lineage head is `head`), and the shape that
+    version answered."""
 
     version: int
+    head: str
     fields: dict[str, torch.Tensor]
     last_shape: Shape | None
     _cache: StateCache | None = dataclasses.field(default=None, repr=False)
@@ -53,11 +56,18 @@ class StateCache:
             return self._objects.get(handle)
 
     def put(
-        self, handle: str, version: int, fields: dict[str, torch.Tensor], last: Shape | None
+        self,
+        handle: str,
+        version: int,
+        head: str,
+        fields: dict[str, torch.Tensor],
+        last: Shape | None,
     ) -> None:
+        """Keep a copy of what was just committed (never before: a copy must be of a state
+        that Redis holds)."""
         if self._budget.max_bytes == 0:
             return  # no cache: every step reads its object whole
-        cached = CachedObject(version, dict(fields), last, self, handle)
+        cached = CachedObject(version, head, dict(fields), last, self, handle)
         with self._lock:
             self._objects[handle] = cached
             self._budget.add(cached)
