@@ -12,6 +12,20 @@ export { ACTION_NAME, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS };
 export const BASE_URL = process.env.STANDIN_URL;
 if (!BASE_URL) throw new Error('STANDIN_URL is not set: run these tests through `python -m pytest`');
 
+/** What `work` resolves to, and the lines it wrote with console.info and console.warn (kept off
+ * the test output). */
+export async function quietly(work) {
+    const lines = [];
+    const { info: infoLine, warn } = console;
+    console.info = (line) => lines.push(line);
+    console.warn = (line) => lines.push(line);
+    try {
+        return { result: await work(), lines };
+    } finally {
+        Object.assign(console, { info: infoLine, warn });
+    }
+}
+
 export async function info() {
     return (await fetch(`${BASE_URL}/standin/info`)).json();
 }

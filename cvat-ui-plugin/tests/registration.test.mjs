@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import { Job, makeCore } from './core-double.mjs';
 import { ACTION_NAME, FUNCTION, TARGET_FRAME, TO_TRACKS, makeActionClass, setUp } from '../dist/plugin.mjs';
-import { BASE_URL } from './helpers.mjs';
+import { BASE_URL, quietly } from './helpers.mjs';
 
 const SAM2 = { id: 'cvat-sam2-tracker', kind: 'tracker', name: 'SAM2 tracker (cvat-sam2-tracker)' };
 const PROXY = { id: 'cvat-sam2-tracker-proxy', kind: 'tracker', name: 'SAM2 tracker (proxy)' };
@@ -14,17 +14,6 @@ function withFunctions(models) {
     return { ...core, lambda: { ...core.lambda, list: async () => ({ models, count: models.length }) } };
 }
 
-async function quietly(work) {
-    const lines = [];
-    const { info, warn } = console;
-    console.info = (line) => lines.push(line);
-    console.warn = (line) => lines.push(line);
-    try {
-        return { result: await work(), lines };
-    } finally {
-        Object.assign(console, { info, warn });
-    }
-}
 
 test('registers one action for the SAM2 trackers CVAT lists (the stand-in\'s list)', async () => {
     const core = makeCore(BASE_URL);

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 
 import { ArgumentError, ServerError, makeCore } from './core-double.mjs';
 import { ACTION_NAME, FUNCTION, builder, Registration } from '../dist/plugin.mjs';
-import { BASE_URL } from './helpers.mjs';
+import { BASE_URL, quietly } from './helpers.mjs';
 
 const SAM2 = { id: 'cvat-sam2-tracker', kind: 'tracker', name: 'SAM2 tracker (cvat-sam2-tracker)' };
 const GPU = { id: 'cvat-sam2-tracker-gpu', kind: 'tracker', name: 'SAM2 tracker (cvat-sam2-tracker)' };
@@ -28,17 +28,6 @@ function withDeployed(deployed, options) {
     return { core, calls };
 }
 
-async function quietly(work) {
-    const { info, warn } = console;
-    const lines = [];
-    console.info = (line) => lines.push(line);
-    console.warn = (line) => lines.push(line);
-    try {
-        return { result: await work(), lines };
-    } finally {
-        Object.assign(console, { info, warn });
-    }
-}
 
 const names = async (core) => (await core.actions.list()).map((action) => action.name);
 
