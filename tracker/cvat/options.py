@@ -31,9 +31,9 @@ __all__ = ["INTERACTOR_LIMITS", "TRACKER_LIMITS", "ParameterSpec", "RequestLimit
 
 if TYPE_CHECKING:
     import torch
-    from sam2.modeling.sam2_base import SAM2Base
 
     from tracker.engine import model_loading
+    from tracker.engine.upstream import SAM2Base
 
 _log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import hashlib
 from pathlib import Path
 
 import torch
-from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2
 
 from tracker.engine.model_loading import resolve_config
+from tracker.engine.upstream import HF_MODEL_ID_TO_FILENAMES, build_sam2
 
 OBJECT_SCORE_BIAS = 8.0
 _FAKE_COMMIT = hashlib.sha1(b"random-weights-v1").hexdigest()

@@ -40,8 +40,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from sam2.modeling.position_encoding import apply_rotary_enc
-from sam2.modeling.sam.transformer import RoPEAttention
+
+from tracker.engine import upstream
+from tracker.engine.upstream import RoPEAttention, apply_rotary_enc
 
 # Folding pays while one object's attention weights stay cache-sized: it was faster at 256 px
 # (256 queries x 1,856 memory keys) and slower than PyTorch's fused kernel at 1024 px (4,096 x
@@ -87,8 +88,8 @@ class FoldedValueAttention(RoPEAttention):
             raise RuntimeError("folded attention is for inference; train the upstream module")
         if q.shape[-2] * k.shape[-2] > _MAX_SCORES:
             return super().forward(q, k, v, num_k_exclude_rope)
-        q = self._separate_heads(self.q_proj(q), self.num_heads)
-        k = self._separate_heads(self.k_proj(k), self.num_heads)
+        q = upstream.separate_heads(self, self.q_proj(q))
+        k = upstream.separate_heads(self, self.k_proj(k))
         q, k = self._rotated(q, k, num_k_exclude_rope)
         weighed = self._weighed(q * (1 / math.sqrt(q.shape[-1])), k, v.to(q.dtype))
         weights = self.value_output.to(weighed.dtype)
@@ -113,15 +114,12 @@ class FoldedValueAttention(RoPEAttention):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary encoding of the queries and of all keys but the excluded (object-pointer)
         ones, as `RoPEAttention.forward` applies it."""
-        side = math.sqrt(q.shape[-2])
-        self.freqs_cis = self.freqs_cis.to(q.device)
-        if self.freqs_cis.shape[0] != q.shape[-2]:
-            self.freqs_cis = self.compute_cis(end_x=side, end_y=side).to(q.device)
+        freqs_cis = upstream.rotary_frequencies(self, q.shape[-2], q.device)
         if q.shape[-2] != k.shape[-2] and not self.rope_k_repeat:
             raise ValueError("keys of another length than the queries need rope_k_repeat")
         num_k_rope = k.size(-2) - num_k_exclude_rope
         q, k[:, :, :num_k_rope] = apply_rotary_enc(
-            q, k[:, :, :num_k_rope], freqs_cis=self.freqs_cis, repeat_freqs_k=self.rope_k_repeat
+            q, k[:, :, :num_k_rope], freqs_cis=freqs_cis, repeat_freqs_k=self.rope_k_repeat
         )
         return q, k
 

@@ -16,11 +16,11 @@ import dataclasses
 import numpy as np
 import PIL.Image
 import torch
-from sam2.modeling.sam2_base import SAM2Base
-from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+from tracker.engine import upstream
 from tracker.engine.frames import to_rgb
 from tracker.engine.precision import inference_context
+from tracker.engine.upstream import SAM2Base, SAM2ImagePredictor
 
 
 class PromptError(ValueError):
@@ -58,18 +58,17 @@ class Sam2ImageSegmenter:
         self.device = model.device
         self.dtype = dtype
         self.predictor = SAM2ImagePredictor(model)
-        stride4 = model.image_size // 4
-        self.predictor._bb_feat_sizes = [(stride4 // k, stride4 // k) for k in (1, 2, 4)]
+        upstream.set_backbone_feature_sizes(self.predictor, model.image_size)
 
     def embed(self, image: PIL.Image.Image) -> ImageEmbedding:
         """Run the image encoder (the expensive part) once for an image."""
         pixels = np.array(to_rgb(image))
-        return ImageEmbedding(image.width, image.height, self._features(pixels), pixels)
+        return ImageEmbedding(image.width, image.height, self._encoded(pixels), pixels)
 
-    def _features(self, pixels: np.ndarray) -> dict:
+    def _encoded(self, pixels: np.ndarray) -> dict:
         with inference_context(self.device, self.dtype):
             self.predictor.set_image(pixels)
-        return self.predictor._features
+        return upstream.image_features(self.predictor)
 
     def segment(
         self,
@@ -96,10 +95,10 @@ class Sam2ImageSegmenter:
         # one it predicts best is kept. With more prompts a single mask is what SAM2 is trained for.
         multimask = len(points) == 1 and box is None
         if embedding.features is None:
-            embedding.features = self._features(embedding.image)
-        self.predictor._features = embedding.features
-        self.predictor._orig_hw = [(embedding.height, embedding.width)]
-        self.predictor._is_image_set = True
+            embedding.features = self._encoded(embedding.image)
+        upstream.use_image_features(
+            self.predictor, embedding.features, embedding.height, embedding.width
+        )
         with inference_context(self.device, self.dtype):
             masks, ious, _ = self.predictor.predict(
                 point_coords=np.array(points, dtype=np.float32) if points else None,

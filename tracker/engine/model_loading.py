@@ -19,10 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2, build_sam2_video_predictor
-from sam2.modeling.sam2_base import SAM2Base
 
+from tracker.engine import upstream
 from tracker.engine.errors import ModelConfigError, Parameter
+from tracker.engine.upstream import (
+    HF_MODEL_ID_TO_FILENAMES,
+    SAM2Base,
+    build_sam2,
+    build_sam2_video_predictor,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -62,9 +67,7 @@ class ModelReference:
 
 
 def _config_exists(config_name: str) -> bool:
-    import sam2
-
-    return (Path(sam2.__file__).parent / config_name).is_file()
+    return (upstream.package_dir() / config_name).is_file()
 
 
 def resolve_config(config: str) -> str:
@@ -262,7 +265,11 @@ def build_model(
     options: dict | None = None,
     builder: Builder = VIDEO_BUILDER,
 ) -> SAM2Base:
-    """Read the checkpoint and build the model with upstream's `builder` on `device`."""
+    """Read the checkpoint and build the model with upstream's `builder` on `device`.
+
+    Raises `upstream.UpstreamChangedError` before reading anything when the installed sam2 lacks
+    a name the tracker uses, and after building when the model lacks one."""
+    upstream.check()
     started = time.perf_counter()
     checkpoint = _checkpoint_file(reference)
     overrides = []
@@ -292,6 +299,7 @@ def build_model(
         raise _not_loadable(reference, checkpoint, e) from e
     except (KeyError, OSError, pickle.UnpicklingError) as e:
         raise _not_loadable(reference, checkpoint, e) from e
+    upstream.check(model)
     _log.info(
         "Loaded SAM2 %s (%s) on %s at %d px in %.1f s",
         reference.describe(),

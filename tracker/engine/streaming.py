@@ -22,9 +22,8 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from sam2.sam2_video_predictor import SAM2VideoPredictor
-from sam2.utils.misc import fill_holes_in_mask_scores
 
+from tracker.engine import upstream
 from tracker.engine.fast_memory_attention import faster_view
 from tracker.engine.frames import to_model_input
 from tracker.engine.precision import inference_context
@@ -50,11 +49,7 @@ _ASSUMED_NUM_FRAMES = 1 << 31
 
 def _holes_fillable() -> bool:
     """Hole filling needs sam2's compiled CUDA extension; upstream silently skips it without."""
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    return upstream.cuda_extension_available() and torch.cuda.is_available()
 
 
 def _downscaled(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -77,7 +72,7 @@ class StreamingSam2:
 
     def __init__(
         self,
-        model: SAM2VideoPredictor,
+        model: upstream.SAM2VideoPredictor,
         dtype: torch.dtype = torch.float32,
         fast_memory_attention: bool | None = None,
     ) -> None:
@@ -114,7 +109,9 @@ class StreamingSam2:
         with self.session():
             pixels = to_model_input(image, self.image_size).to(self.device)
             backbone_out = self.model.forward_image(pixels[None])
-            _, feats, pos_embeds, feat_sizes = self.model._prepare_backbone_features(backbone_out)
+            feats, pos_embeds, feat_sizes = upstream.prepare_backbone_features(
+                self.model, backbone_out
+            )
         return FrameFeatures(image.width, image.height, feats, pos_embeds, feat_sizes)
 
     def start_from_mask(
@@ -149,7 +146,7 @@ class StreamingSam2:
         out = self._track_step(
             frame,
             frame_idx=0,
-            output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+            output_dict=upstream.output_dict({}, {}),
             point_inputs=point_inputs,
             mask_inputs=mask_inputs,
             # Upstream runs the memory encoder on the prompt frame separately (below).
@@ -164,7 +161,8 @@ class StreamingSam2:
             mode="bilinear",
             align_corners=False,
         )
-        maskmem_features, _ = self.model._encode_new_memory(
+        maskmem_features = upstream.encode_new_memory(
+            self.model,
             current_vision_feats=frame.vision_feats,
             feat_sizes=frame.feat_sizes,
             pred_masks_high_res=high_res_masks,
@@ -270,17 +268,17 @@ class StreamingSam2:
 
         def as_output(entries: Sequence[MemoryEntry]) -> dict:
             features = [e.maskmem_features for e in entries]
-            return {
-                "maskmem_features": None if features[0] is None else stacked(features),
-                "maskmem_pos_enc": pos_enc,
-                "obj_ptr": stacked([e.obj_ptr for e in entries]),
-            }
+            return upstream.memory_output(
+                None if features[0] is None else stacked(features),
+                pos_enc,
+                stacked([e.obj_ptr for e in entries]),
+            )
 
         recent = list(zip(*(state.recent for state in batch), strict=True))
-        return {
-            "cond_frame_outputs": {0: as_output([s.conditioning for s in batch])},
-            "non_cond_frame_outputs": {e[0].frame_idx: as_output(e) for e in recent},
-        }
+        return upstream.output_dict(
+            {0: as_output([s.conditioning for s in batch])},
+            {e[0].frame_idx: as_output(e) for e in recent},
+        )
 
     def _memory_pos_enc(self) -> list[torch.Tensor]:
         """The memories' spatial encoding, equal for all frames and objects: one copy, made up
@@ -305,7 +303,7 @@ class StreamingSam2:
 
     def _fill_holes(self, pred_masks: torch.Tensor) -> torch.Tensor:
         if self._fill_hole_area > 0:
-            return fill_holes_in_mask_scores(pred_masks, self._fill_hole_area)
+            return upstream.fill_holes_in_mask_scores(pred_masks, self._fill_hole_area)
         return pred_masks
 
     @staticmethod
