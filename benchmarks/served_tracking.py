@@ -164,7 +164,7 @@ def _entry_bytes(args, video) -> int:
     """One memory entry (memory features and object pointer) at this size, for reference."""
     engine = _lambda_tracker(args).tracker.engine
     object_state, _ = engine.start_from_mask(engine.encode(video.image(0)), video.masks[0])
-    entry = object_state.conditioning
+    entry = object_state.conditioning[0]
     return sum(t.numel() * t.element_size() for t in (entry.maskmem_features, entry.obj_ptr))
 
 

@@ -32,7 +32,9 @@ class FakeEngine:
     history = 15
 
     def restore(self, frame_idx, conditioning, recent):
-        return ObjectState(frame_idx, conditioning, collections.deque(recent, maxlen=self.history))
+        return ObjectState(
+            frame_idx, tuple(conditioning), collections.deque(recent, maxlen=self.history)
+        )
 
 
 def _entry(frame_idx: int, seed: int, memory: bool = True) -> MemoryEntry:
@@ -43,7 +45,7 @@ def _entry(frame_idx: int, seed: int, memory: bool = True) -> MemoryEntry:
 
 def _tracked(frames: int = 8) -> TrackedObject:
     recent = [_entry(i, i, memory=i > frames - 7) for i in range(1, frames + 1)]
-    state = FakeEngine().restore(frames, _entry(0, 0), recent)
+    state = FakeEngine().restore(frames, [_entry(0, 0)], recent)
     return TrackedObject(state, "mask", 320, 240, last_shape=Shape("mask", [1, 2, 0, 0, 1, 1]))
 
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from tracker.engine import upstream
+
 
 @dataclasses.dataclass(frozen=True)
 class FrameFeatures:
@@ -33,12 +35,15 @@ class MemoryEntry:
 class ObjectState:
     """Everything needed to track one object further; its size is bounded by the model config."""
 
-    frame_idx: int  # the newest frame this object was tracked on; 0 is the starting frame
-    conditioning: MemoryEntry
+    frame_idx: int  # the newest frame this object was tracked on, counted in walking direction
+    # The prompted frames, oldest first; the oldest is frame 0. Several after the object was
+    # prompted again (`StreamingSam2.start_from_mask(..., earlier=...)`), each with its true
+    # distance to the others, as upstream's `cond_frame_outputs`.
+    conditioning: tuple[MemoryEntry, ...]
     recent: collections.deque[MemoryEntry]  # tracked frames, oldest first
 
     def tensors(self) -> Iterator[torch.Tensor]:
-        for entry in (self.conditioning, *self.recent):
+        for entry in (*self.conditioning, *self.recent):
             if entry.maskmem_features is not None:
                 yield entry.maskmem_features
             yield entry.obj_ptr
@@ -60,9 +65,25 @@ def memory_layout(state: ObjectState) -> tuple:
     """What `track_step` reads of a state's shape: states alike in it can share a batch."""
     return (
         state.frame_idx,
-        state.conditioning.frame_idx,
+        tuple(e.frame_idx for e in state.conditioning),
         tuple((e.frame_idx, e.maskmem_features is None) for e in state.recent),
     )
+
+
+def prompted_again(
+    earlier: ObjectState, entry: MemoryEntry, distance: int, max_frames: int
+) -> tuple[MemoryEntry, ...]:
+    """The prompted frames of an object prompted again with `entry`, `distance` frames (>= 1)
+    past `earlier`'s newest prompted frame: the newest `max_frames - 1` of `earlier`'s and
+    `entry`, renumbered so that the oldest is frame 0 (entries are copied, never changed)."""
+    if distance < 1:
+        raise ValueError("an object is prompted again on a later frame of its walk")
+    keep = max_frames - 1
+    kept = earlier.conditioning[-keep:] if keep else ()
+    newest = earlier.conditioning[-1].frame_idx + distance
+    first = kept[0].frame_idx if kept else newest
+    renumbered = tuple(dataclasses.replace(e, frame_idx=e.frame_idx - first) for e in kept)
+    return (*renumbered, dataclasses.replace(entry, frame_idx=newest - first))
 
 
 def stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -77,4 +98,26 @@ def expanded(frame: FrameFeatures, count: int) -> FrameFeatures:
         frame,
         vision_feats=[f.expand(-1, count, -1) for f in frame.vision_feats],
         vision_pos_embeds=[p.expand(-1, count, -1) for p in frame.vision_pos_embeds],
+    )
+
+
+def batch_output_dict(batch: Sequence[ObjectState], maskmem_pos_enc: list[torch.Tensor]) -> dict:
+    """The slice of upstream's `output_dict` that `track_step` reads, for states of one memory
+    layout: each entry's tensors stacked over the objects, as upstream batches them, with the
+    memories' spatial encoding (equal for every frame and object) expanded to the batch."""
+    pos_enc = [p.expand(len(batch), -1, -1, -1) for p in maskmem_pos_enc]
+
+    def as_output(entries: Sequence[MemoryEntry]) -> dict:
+        features = [e.maskmem_features for e in entries]
+        return upstream.memory_output(
+            None if features[0] is None else stacked(features),
+            pos_enc,
+            stacked([e.obj_ptr for e in entries]),
+        )
+
+    conditioning = zip(*(state.conditioning for state in batch), strict=True)
+    recent = zip(*(state.recent for state in batch), strict=True)
+    return upstream.output_dict(
+        {e[0].frame_idx: as_output(e) for e in conditioning},
+        {e[0].frame_idx: as_output(e) for e in recent},
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import logging
 from collections.abc import Sequence
 
@@ -27,14 +26,16 @@ from tracker.engine import upstream
 from tracker.engine.fast_memory_attention import faster_view
 from tracker.engine.frames import to_model_input
 from tracker.engine.precision import inference_context
+from tracker.engine.prompt_inputs import box_inputs, mask_inputs
 from tracker.engine.results import Prediction
 from tracker.engine.states import (
     FrameFeatures,
     MemoryEntry,
     ObjectState,
+    batch_output_dict,
     expanded,
     memory_layout,
-    stacked,
+    prompted_again,
 )
 
 __all__ = ["FrameFeatures", "MemoryEntry", "ObjectState", "Prediction", "StreamingSam2"]
@@ -45,26 +46,12 @@ _log = logging.getLogger(__name__)
 # has no known length, so we assume a video of at least 16 frames: that is what upstream computes
 # for every such video. (CVAT's tracker passes frame_idx + 1 and so drifts in the first 15 frames.)
 _ASSUMED_NUM_FRAMES = 1 << 31
+DEFAULT_CONDITIONING_FRAMES = 4
 
 
 def _holes_fillable() -> bool:
     """Hole filling needs sam2's compiled CUDA extension; upstream silently skips it without."""
     return upstream.cuda_extension_available() and torch.cuda.is_available()
-
-
-def _downscaled(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of a mask prompt to the model's size, as upstream does."""
-    resize = functools.partial(
-        F.interpolate, size=(size, size), align_corners=False, mode="bilinear", antialias=True
-    )
-    try:
-        return resize(mask)
-    except RuntimeError:
-        if mask.device.type == "cpu":
-            raise
-        # CUDA's antialiased kernel needs shared memory that grows with the scale factor and
-        # refuses very large frames (an 8000x6000 mask to 64 px); the CPU kernel does the same sum.
-        return resize(mask.cpu()).to(mask.device)
 
 
 class StreamingSam2:
@@ -75,11 +62,17 @@ class StreamingSam2:
         model: upstream.SAM2VideoPredictor,
         dtype: torch.dtype = torch.float32,
         fast_memory_attention: bool | None = None,
+        max_conditioning_frames: int = DEFAULT_CONDITIONING_FRAMES,
     ) -> None:
         """`fast_memory_attention`: memory attention with less arithmetic per object
-        (`tracker.engine.fast_memory_attention`); by default on the CPU, where it was measured."""
+        (`tracker.engine.fast_memory_attention`); by default on the CPU, where it was measured.
+        `max_conditioning_frames`: the prompted frames an object keeps when prompted again (the
+        newest ones); each adds a memory frame and a pointer to its state and its steps."""
         if model.memory_temporal_stride_for_eval != 1:
             raise ValueError("only memory_temporal_stride_for_eval=1 is supported when streaming")
+        if max_conditioning_frames < 1:
+            raise ValueError("an object keeps at least the frame it was prompted on")
+        self.max_conditioning_frames = max_conditioning_frames
         if fast_memory_attention is None:
             fast_memory_attention = model.device.type == "cpu"
         self.upstream_model = model  # as given, unchanged: upstream's predictor can run on it
@@ -115,34 +108,45 @@ class StreamingSam2:
         return FrameFeatures(image.width, image.height, feats, pos_embeds, feat_sizes)
 
     def start_from_mask(
-        self, frame: FrameFeatures, mask: np.ndarray
+        self,
+        frame: FrameFeatures,
+        mask: np.ndarray,
+        earlier: ObjectState | None = None,
+        distance: int = 0,
     ) -> tuple[ObjectState, Prediction]:
-        """Start an object from a binary mask of the frame's size (upstream `add_new_mask`)."""
+        """Start an object from a binary mask of the frame's size (upstream `add_new_mask`).
+
+        With `earlier`, the object is prompted again on a frame `distance` frames (>= 1) past
+        `earlier`'s newest prompted frame in the direction it is walked: the new state is
+        conditioned on this frame and on the newest `max_conditioning_frames - 1` prompted frames
+        of `earlier`, at their true distances, and holds none of its tracked frames, as a fresh
+        upstream inference state with prompts on all those frames propagated from this one.
+        `earlier` is not changed."""
         with self.session():
-            mask_inputs = torch.from_numpy(np.asarray(mask, dtype=bool))[None, None]
-            mask_inputs = mask_inputs.float().to(self.device)
-            if mask_inputs.shape[-2:] != (self.image_size, self.image_size):
-                mask_inputs = _downscaled(mask_inputs, self.image_size)
-                mask_inputs = (mask_inputs >= 0.5).float()
-            return self._start(frame, point_inputs=None, mask_inputs=mask_inputs)
+            inputs = mask_inputs(mask, self.image_size, self.device)
+            entry, prediction = self._prompted(frame, point_inputs=None, mask_inputs=inputs)
+        return self._conditioned(entry, earlier, distance), prediction
 
     def start_from_box(
-        self, frame: FrameFeatures, box: Sequence[float]
+        self,
+        frame: FrameFeatures,
+        box: Sequence[float],
+        earlier: ObjectState | None = None,
+        distance: int = 0,
     ) -> tuple[ObjectState, Prediction]:
-        """Start an object from a box (x1, y1, x2, y2) in frame pixels (upstream's box prompt)."""
+        """Start an object from a box (x1, y1, x2, y2) in frame pixels (upstream's box prompt);
+        `earlier` and `distance` as for `start_from_mask`."""
         with self.session():
-            coords = torch.tensor(box, dtype=torch.float32).reshape(1, 2, 2)
-            coords = coords / torch.tensor([frame.width, frame.height]) * self.image_size
-            labels = torch.tensor([[2, 3]], dtype=torch.int32)
-            point_inputs = {
-                "point_coords": coords.to(self.device),
-                "point_labels": labels.to(self.device),
-            }
-            return self._start(frame, point_inputs=point_inputs, mask_inputs=None)
+            inputs = box_inputs(box, (frame.width, frame.height), self.image_size, self.device)
+            entry, prediction = self._prompted(frame, point_inputs=inputs, mask_inputs=None)
+        return self._conditioned(entry, earlier, distance), prediction
 
-    def _start(
+    def _prompted(
         self, frame: FrameFeatures, point_inputs: dict | None, mask_inputs: torch.Tensor | None
-    ) -> tuple[ObjectState, Prediction]:
+    ) -> tuple[MemoryEntry, Prediction]:
+        """The prompted frame's memory entry (at frame 0) and prediction. A prompt on a frame
+        never tracked is upstream's initial conditioning frame: memory attention has no part in
+        it, whatever other frames were prompted."""
         out = self._track_step(
             frame,
             frame_idx=0,
@@ -169,9 +173,8 @@ class StreamingSam2:
             object_score_logits=out["object_score_logits"],
             is_mask_from_pts=True,
         )
-        conditioning = MemoryEntry(0, maskmem_features.to(torch.bfloat16), out["obj_ptr"])
-        state = ObjectState(0, conditioning, collections.deque(maxlen=self.history))
-        return state, self._prediction(frame, pred_masks, out["object_score_logits"])
+        entry = MemoryEntry(0, maskmem_features.to(torch.bfloat16), out["obj_ptr"])
+        return entry, self._prediction(frame, pred_masks, out["object_score_logits"])
 
     def step(self, frame: FrameFeatures, state: ObjectState) -> Prediction:
         """Track `state` onto the next frame; the state changes only if this succeeds."""
@@ -223,7 +226,7 @@ class StreamingSam2:
         out = self._track_step(
             expanded(frame, len(batch)),
             frame_idx=frame_idx,
-            output_dict=self._output_dict(batch),
+            output_dict=batch_output_dict(batch, self._maskmem_pos_enc),
             point_inputs=None,
             mask_inputs=None,
             run_mem_encoder=True,
@@ -261,25 +264,6 @@ class StreamingSam2:
             **inputs,
         )
 
-    def _output_dict(self, batch: Sequence[ObjectState]) -> dict:
-        """The slice of upstream's `output_dict` that `track_step` reads, for states of one
-        memory layout: each entry's tensors stacked over the objects, as upstream batches them."""
-        pos_enc = [p.expand(len(batch), -1, -1, -1) for p in self._maskmem_pos_enc]
-
-        def as_output(entries: Sequence[MemoryEntry]) -> dict:
-            features = [e.maskmem_features for e in entries]
-            return upstream.memory_output(
-                None if features[0] is None else stacked(features),
-                pos_enc,
-                stacked([e.obj_ptr for e in entries]),
-            )
-
-        recent = list(zip(*(state.recent for state in batch), strict=True))
-        return upstream.output_dict(
-            {0: as_output([s.conditioning for s in batch])},
-            {e[0].frame_idx: as_output(e) for e in recent},
-        )
-
     def _memory_pos_enc(self) -> list[torch.Tensor]:
         """The memories' spatial encoding, equal for all frames and objects: one copy, made up
         front, so that a state restored from a store steps without a start in this process.
@@ -296,10 +280,25 @@ class StreamingSam2:
         return [encoding]
 
     def restore(
-        self, frame_idx: int, conditioning: MemoryEntry, recent: Sequence[MemoryEntry]
+        self,
+        frame_idx: int,
+        conditioning: Sequence[MemoryEntry],
+        recent: Sequence[MemoryEntry],
     ) -> ObjectState:
-        """Rebuild an object's state from its entries (oldest first), e.g. read from a store."""
-        return ObjectState(frame_idx, conditioning, collections.deque(recent, maxlen=self.history))
+        """Rebuild an object's state from its entries (each oldest first), as read from a store."""
+        return ObjectState(
+            frame_idx, tuple(conditioning), collections.deque(recent, maxlen=self.history)
+        )
+
+    def _conditioned(
+        self, entry: MemoryEntry, earlier: ObjectState | None, distance: int
+    ) -> ObjectState:
+        """A state whose newest prompted frame is `entry`, `distance` frames past `earlier`'s."""
+        if earlier is None:
+            return ObjectState(0, (entry,), collections.deque(maxlen=self.history))
+        conditioning = prompted_again(earlier, entry, distance, self.max_conditioning_frames)
+        frame_idx = conditioning[-1].frame_idx
+        return ObjectState(frame_idx, conditioning, collections.deque(maxlen=self.history))
 
     def _fill_holes(self, pred_masks: torch.Tensor) -> torch.Tensor:
         if self._fill_hole_area > 0:

@@ -49,7 +49,9 @@ _KEY_PREFIX = "cvat-sam2-tracker:object:"
 def tensor_fields(state: ObjectState) -> dict[str, torch.Tensor]:
     """The state's tensors by field name; a name always holds the same tensor."""
     fields = {}
-    for name, entry in [("c", state.conditioning)] + [(str(e.frame_idx), e) for e in state.recent]:
+    first, *more = state.conditioning
+    named = [("c", first)] + [(f"c{e.frame_idx}", e) for e in more]
+    for name, entry in named + [(str(e.frame_idx), e) for e in state.recent]:
         if entry.maskmem_features is not None:
             fields[f"mem:{name}"] = entry.maskmem_features
         fields[f"ptr:{name}"] = entry.obj_ptr
@@ -161,8 +163,11 @@ class RedisStateStore:
         def entry(name: str, frame_idx: int) -> MemoryEntry:
             return MemoryEntry(frame_idx, fields.get(f"mem:{name}"), fields[f"ptr:{name}"])
 
-        frames = sorted(int(k[4:]) for k in fields if k.startswith("ptr:") and k != "ptr:c")
-        return self._engine.restore(version, entry("c", 0), [entry(str(i), i) for i in frames])
+        names = [k[4:] for k in fields if k.startswith("ptr:")]
+        frames = sorted(int(n) for n in names if n.isdigit())
+        prompted = sorted(int(n[1:]) for n in names if n[0] == "c" and n[1:].isdigit())
+        conditioning = [entry("c", 0)] + [entry(f"c{i}", i) for i in prompted]
+        return self._engine.restore(version, conditioning, [entry(str(i), i) for i in frames])
 
     def _reported(self) -> contextlib.AbstractContextManager[None]:
         return _reported(self._where)
