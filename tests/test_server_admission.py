@@ -16,7 +16,7 @@ from starlette.requests import Request
 from tracker.serve.admission import Admission, StepEstimate
 
 TOKEN = "t" * 32
-SETTINGS = {"SAM2_IMAGE_SIZE": "256", "SAM2_DEVICE": "cpu", "SAM2_THREADS": "1"}
+SETTINGS = {"SAM2_IMAGE_SIZE": "256", "SAM2_DEVICE": "cpu"}  # as test_server.py builds one
 BUDGET = 43.0
 
 
