@@ -2,11 +2,16 @@
 
 It starts the server on loopback (local Ray, random-weight model, a local `redis-server` unless
 `--redis-url` is given), runs the clients as CVAT would drive the Nuclio proxies (one request per
-frame with all of a client's objects), and prints and records requests per second, p50/p95
-latency, errors and lost states (both must be 0), and Redis memory per object. Bounded: N x F
-requests, each with a timeout, and a deadline for the whole run; loopback only.
+frame with all of a client's objects; a refusal, 503 with Retry-After, asked again after its hint
+and a timeout at once, as the proxy does, while the frame's time, `--frame-timeout`, lasts), and
+prints and records requests per second, the requests answered, refused (503) and timed out (Ray
+Serve's 408, a 504, or the client's own timeout) with their latency percentiles, the time per
+frame, errors and lost states (both must be 0), and Redis memory per object. Bounded: N x F
+frames, each request with a timeout, and a deadline for the whole run; loopback only.
 
     python benchmarks/load_test.py                                   # CPU, 256 px, about 2 min
+    python benchmarks/load_test.py --clients 12 --replicas 1 --request-timeout 5 \
+        --frame-timeout 30 --threads 1 --name cpu-overload          # more than a replica serves
     python benchmarks/load_test.py --device cuda --image-size 1024 --replicas 1 --name gpu-load
 """
 
@@ -16,8 +21,9 @@ import argparse
 import base64
 import json
 import os
+import platform
 import secrets
-import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -40,13 +46,19 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--redis-url", help="default: a local redis-server on a free port")
+    parser.add_argument("--threads", type=int, help="SAM2_THREADS of each replica")
+    parser.add_argument("--request-timeout", type=float, default=45.0, help="serve's")
+    parser.add_argument("--frame-timeout", type=float, default=105.0,
+                        help="a frame's tries, as SAM2_SERVER_CALL_TIMEOUT")  # fmt: skip
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds for the whole run")
+    parser.add_argument("--note", default="", help="recorded with the results (which code ran)")
     parser.add_argument("--name", default="cpu-load", help="results go to benchmarks/results/NAME")
     return parser.parse_args()
 
 
 def _client(url, token, video, args, out: dict, deadline: float) -> None:
-    """One annotator: start its objects on frame 0, then one request per frame for all of them."""
+    """One annotator: start its objects on frame 0, then one request per frame for all of them,
+    each frame asked until answered while its `--frame-timeout` lasts."""
     headers = {"Authorization": f"Bearer {token}"}
     frames = [base64.b64encode(p.read_bytes()).decode() for p in video.frames]
     x1, y1, x2, y2 = shapes.rectangle_from_mask(video.masks[0])
@@ -58,20 +70,65 @@ def _client(url, token, video, args, out: dict, deadline: float) -> None:
             return
         body = {"image": frames[index % len(frames)]}
         body.update({"shapes": boxes} if states is None else {"states": states})
-        started = time.perf_counter()
-        try:
-            reply = requests.post(f"{url}/tracker", json=body, headers=headers, timeout=300)
-        except requests.RequestException as e:
-            out["errors"].append(str(e))
+        reply = _frame(url, headers, body, args, out)
+        if reply is None:
+            out["frames_given_up"] += 1
             return
-        out["latencies"].append(time.perf_counter() - started)
-        if reply.status_code == 404:
+        out["frame_s"].append(reply[1])
+        if reply[0].status_code == 404:
             out["lost"] += len(states or [])
             return
-        if reply.status_code != 200:
-            out["errors"].append(f"{reply.status_code} {reply.text[:200]}")
+        if reply[0].status_code != 200:
+            out["errors"].append(f"{reply[0].status_code} {reply[0].text[:200]}")
             return
-        states = reply.json()["states"]
+        states = reply[0].json()["states"]
+
+
+def _frame(url, headers, body, args, out: dict) -> tuple[requests.Response, float] | None:
+    """Ask for one frame as the proxy would: after a refusal's Retry-After, at once after a
+    timeout; the final reply and the frame's seconds, or None when its time ran out."""
+    started = time.perf_counter()
+    while True:
+        left = args.frame_timeout - (time.perf_counter() - started)
+        if left <= 0:
+            return None
+        asked = time.perf_counter()
+        try:
+            reply = requests.post(f"{url}/tracker", json=body, headers=headers,
+                                  timeout=min(left, args.request_timeout + 5))  # fmt: skip
+        except requests.Timeout:
+            out["timed_out_s"].append(time.perf_counter() - asked)
+            continue
+        except requests.RequestException as e:
+            out["errors"].append(str(e))
+            return None
+        seconds = time.perf_counter() - asked
+        if reply.status_code in (408, 504):
+            out["timed_out_s"].append(seconds)
+            continue
+        if reply.status_code == 503 and "Retry-After" in reply.headers:
+            out["refused_s"].append(seconds)
+            time.sleep(min(float(reply.headers["Retry-After"]), max(left - seconds, 0)))
+            continue
+        out["answered_s"].append(seconds)
+        return reply, time.perf_counter() - started
+
+
+def _machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    model = names[0] if names else platform.processor() or "unknown CPU"
+    return f"{platform.node()}: {os.cpu_count()} CPUs ({model}), no GPU used"
+
+
+def _percentiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0}
+    at = {q: ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)}
+    return {"count": len(ordered), **{f"p{q}_s": round(v, 3) for q, v in at.items()},
+            "max_s": round(ordered[-1], 3)}  # fmt: skip
 
 
 def main() -> None:
@@ -100,13 +157,17 @@ def main() -> None:
 
     store = redis.Redis.from_url(redis_url)
     token = secrets.token_urlsafe(32)
+    settings = {
+        "SAM2_IMAGE_SIZE": str(args.image_size),
+        "SAM2_DEVICE": args.device,
+        "SAM2_REDIS_URL": redis_url,
+    }
+    if args.threads:
+        settings["SAM2_THREADS"] = str(args.threads)
     config = server.ServerConfig(
-        settings={
-            "SAM2_IMAGE_SIZE": str(args.image_size),
-            "SAM2_DEVICE": args.device,
-            "SAM2_REDIS_URL": redis_url,
-        },
+        settings=settings,
         token=token,
+        request_timeout_s=args.request_timeout,
         port=free_port(),
         replicas=args.replicas,
         gpus_per_replica=1.0 if args.device.startswith("cuda") else 0.0,
@@ -114,7 +175,8 @@ def main() -> None:
     url = server.start(config)
     try:
         memory_before = store.info("memory")["used_memory"]
-        out = {"latencies": [], "errors": [], "lost": 0}
+        out = {"answered_s": [], "refused_s": [], "timed_out_s": [], "frame_s": [],
+               "frames_given_up": 0, "errors": [], "lost": 0}  # fmt: skip
         deadline = time.monotonic() + args.deadline
         threads = [
             threading.Thread(target=_client, args=(url, token, video, args, out, deadline))
@@ -132,19 +194,29 @@ def main() -> None:
         server.stop()
         if local_redis is not None:
             local_redis.stop()
-    latencies = sorted(out["latencies"])
+    asked = len(out["answered_s"]) + len(out["refused_s"]) + len(out["timed_out_s"])
     result = {
+        "machine": _machine(),
+        "note": args.note,
+        "command": " ".join(["benchmarks/load_test.py", *sys.argv[1:]]),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "clients": args.clients,
         "objects_per_client": args.objects,
         "frames": args.frames,
         "replicas": args.replicas,
+        "threads_per_replica": args.threads,
         "image_size": args.image_size,
         "device": args.device,
-        "requests": len(latencies),
+        "request_timeout_s": args.request_timeout,
+        "frame_timeout_s": args.frame_timeout,
+        "requests": asked,
         "seconds": round(elapsed, 2),
-        "requests_per_second": round(len(latencies) / elapsed, 3),
-        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+        "requests_per_second": round(asked / elapsed, 3),
+        "answered": _percentiles(out["answered_s"]),
+        "refused_503": _percentiles(out["refused_s"]),
+        "timed_out": _percentiles(out["timed_out_s"]),
+        "frames_answered": _percentiles(out["frame_s"]),
+        "frames_given_up": out["frames_given_up"],
         "errors": len(out["errors"]),
         "error_examples": out["errors"][:3],
         "lost_states": out["lost"],

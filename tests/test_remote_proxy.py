@@ -37,7 +37,7 @@ DROP = (0, "", "")  # read the request, then close the connection without answer
 class Scripted(http.server.ThreadingHTTPServer):
     """Answers each request with the next scripted reply; counts the requests that came."""
 
-    def __init__(self, replies: list[tuple[int, str, str]]) -> None:
+    def __init__(self, replies: list[tuple]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.replies, self.bodies = list(replies), []
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -52,13 +52,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         server: Scripted = self.server  # type: ignore[assignment]
         server.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        status, kind, text = server.replies.pop(0) if server.replies else OK
+        status, kind, text, *headers = server.replies.pop(0) if server.replies else OK
         if status == 0:
             self.close_connection = True
             self.connection.close()
             return
         self.send_response(status)
         self.send_header("Content-Type", kind)
+        for name, value in (headers[0] if headers else {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(text.encode())))
         self.end_headers()
         self.wfile.write(text.encode())
@@ -71,7 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def scripted() -> Iterator:
     servers = []
 
-    def start(*replies: tuple[int, str, str]) -> Scripted:
+    def start(*replies: tuple) -> Scripted:
         servers.append(Scripted(list(replies)))
         return servers[-1]
 
@@ -204,3 +206,33 @@ def test_the_servers_own_timeout_is_named(scripted):
     status, answer = _service(server.url, "tracker").handle(STEP)
     assert status == 504 and len(server.bodies) == 3
     assert "serve --request-timeout" in answer["message"]
+
+
+OURS_BUSY = (503, JSON, json.dumps({"message": "The SAM2 server is busy"}), {"Retry-After": "0"})
+
+
+@pytest.mark.parametrize("endpoint", ["tracker", "interactor"])
+def test_a_busy_server_is_asked_again_after_its_hint(scripted, endpoint):
+    server = scripted(OURS_BUSY, OURS_BUSY, OURS_BUSY, OK)
+    assert _service(server.url, endpoint).handle(STEP)[0] == 200
+    assert len(server.bodies) == 4, "refusals computed nothing: not counted as failed tries"
+    assert server.bodies[0] == server.bodies[3]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("12", 12.0), ("0", 0.0), ("1.5", 1.5), ("-1", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+     (None, None), ("inf", None)],
+)  # fmt: skip
+def test_retry_after_is_read_as_seconds_only(value, seconds):
+    assert remote_replies.retry_after_s(value) == seconds
+
+
+def test_a_503_is_busy_only_with_a_retry_hint(scripted):
+    ray_busy = (*RAY_503, {"Retry-After": "3"})
+    server = scripted(ray_busy, RAY_503)
+    service = _service(server.url, "tracker")
+    status, answer, failure = service._ask(b"{}")
+    assert (status, failure) == (503, remote_replies.Busy(3.0))
+    assert "busy" in answer["message"] and "no replica is available" in answer["message"]
+    assert service._ask(b"{}")[2] is remote_replies.Failure.RETRIED, "no hint: as before"

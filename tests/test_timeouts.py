@@ -13,7 +13,7 @@ from nuclio_driver import SERVERLESS
 
 from tracker.cvat.lambda_protocol import remote, timeouts
 from tracker.cvat.lambda_protocol.remote import RemoteConfigError, RemoteService
-from tracker.cvat.lambda_protocol.remote_replies import Failure
+from tracker.cvat.lambda_protocol.remote_replies import Busy, Failure
 from tracker.serve import server
 from tracker.serve.server import ServerConfig
 
@@ -120,3 +120,41 @@ def test_the_proxy_never_starts_a_try_that_could_end_after_its_call_timeout(
     assert clock.now <= timeouts.CALL_TIMEOUT_S
     if first_try_s <= timeouts.SERVER_REQUEST_TIMEOUT_S:
         assert len(tries) >= 2, "a try that failed by the server's own timeout is asked again"
+
+
+@pytest.mark.parametrize(
+    ("hints", "tries_at"),
+    [
+        ([40.0, 40.0], [0.0, 40.0]),  # 40 + 55 fits in 105 s; 40 + 40 + 55 does not
+        ([60.0], [0.0]),  # a hint past the call timeout is answered at once
+        # more refusals than retries of failures (2), and a hint of 0 waits the back-off (0.5 s)
+        ([1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0, 3.5]),
+    ],
+)
+def test_a_busy_server_is_asked_again_after_its_hint_only_within_the_call_timeout(
+    monkeypatch, hints, tries_at
+):
+    clock = _Clock()
+    monkeypatch.setattr(remote, "time", clock)
+    service = RemoteService("http://sam2:8000", "tracker", "token")
+    answers = iter(hints)
+    tries = []
+
+    def ask(data):
+        tries.append(clock.now)
+        hint = next(answers, None)
+        if hint is None:
+            return 200, {"shapes": []}, Failure.FINAL
+        return 503, {"message": "The SAM2 server at x is busy: ..."}, Busy(hint)
+
+    monkeypatch.setattr(service, "_ask", ask)
+    status, answer = service.handle({"image": "x"})
+    assert tries == tries_at, "each try after the server's hint, none that could end too late"
+    assert clock.now <= timeouts.CALL_TIMEOUT_S
+    if len(tries) == len(hints):
+        assert status == 503
+        assert (
+            "busy" in answer["message"] and "SAM2_SERVER_CALL_TIMEOUT (105 s)" in answer["message"]
+        )
+    else:
+        assert status == 200

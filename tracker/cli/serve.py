@@ -60,7 +60,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--request-timeout",
         type=float,
         default=timeouts.SERVER_REQUEST_TIMEOUT_S,
-        help="seconds (%(default)s); longer needs longer proxy and CVAT timeouts (serve says)",
+        help="seconds (%(default)s); a replica admits only requests it can compute within it, "
+        "less 2 s (else 503 with Retry-After); longer needs longer proxy and CVAT timeouts",
     )
     parser.add_argument(
         "--insecure", action="store_true", help="no token: allowed on a loopback host only"

@@ -3,7 +3,9 @@
 Any other exception reaches the user as "Unknown error", so every layer below raises its own
 `ValueError` subclass with a message that says what to do, and the CVAT-facing functions wrap
 their work in `reported_to_user()`. Messages that name a parameter are phrased in the syntax of the
-interface the user configures (`tracker.cvat.options.Syntax`).
+interface the user configures (`tracker.cvat.options.Syntax`). Messages a Nuclio proxy image
+gives too (a busy server) live in `user_messages`, which needs neither PyTorch nor cvat_sdk, and
+are exported here with the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 
 from tracker.cvat.options import Syntax
 from tracker.cvat.shapes import ShapeError
+from tracker.cvat.user_messages import replica_busy_message as replica_busy_message
+from tracker.cvat.user_messages import server_busy_message as server_busy_message
 from tracker.engine.errors import ModelConfigError, Parameter, render
 from tracker.engine.frames import FrameError
 from tracker.engine.image_prompts import PromptError

@@ -162,6 +162,7 @@ def start(config: ServerConfig) -> str:
         token=config.token or None,
         max_body_bytes=int(config.max_body_mb * 2**20),
         replicas=config.describe_replicas(),
+        request_timeout_s=config.request_timeout_s,
     )
     try:
         serve.run(deployment.bind(dict(config.settings), limits), name=APP_NAME, route_prefix="/")

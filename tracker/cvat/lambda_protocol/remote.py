@@ -13,6 +13,10 @@ retried too, because asking again is harmless: the interactor keeps no state, an
 answers a repeated tracker request (same states, same frame) as the first time, without stepping
 (`lambda_api`). Answers in our JSON are final, except 502/503/504.
 
+A 503 with Retry-After (a busy server refusing at once what it could not compute in time) was
+not computed: it is asked again after the hint, if that try can still end within
+SAM2_SERVER_CALL_TIMEOUT, else answered 503 with a message that says the server is busy.
+
 Importing this module loads no PyTorch: a proxy image needs only `requests`.
 """
 
@@ -29,7 +33,8 @@ import requests
 import urllib3.exceptions
 
 from tracker.cvat.lambda_protocol import timeouts
-from tracker.cvat.lambda_protocol.remote_replies import Answer, Failure, reply_answer
+from tracker.cvat.lambda_protocol.remote_replies import Answer, Busy, Failure, reply_answer
+from tracker.cvat.user_messages import server_busy_message
 
 _log = logging.getLogger(__name__)
 
@@ -101,23 +106,33 @@ class RemoteService:
     def handle(self, body: object) -> Answer:
         """The server's answer, asking again what is safe to ask again while a whole new try
         (connect and read timeouts) still ends within the call timeout, so that the last
-        failure's message reaches CVAT before the function's eventTimeout."""
+        failure's message reaches CVAT before the function's eventTimeout. A busy server's
+        hint (503 with Retry-After) is the pause before asking again; when the try after it
+        could end too late, the answer is 503 with `server_busy_message`."""
         data = body if isinstance(body, bytes | str) else json.dumps(body)
-        attempt, started = 0, time.monotonic()
+        failures, refusals, started = 0, 0, time.monotonic()
         while True:
             status, answer, failure = self._ask(data)
-            retry = failure is Failure.RETRIED
-            ends = time.monotonic() - started + self._backoff * 2**attempt + sum(self._timeouts)
-            late = ends > self._call_timeout
-            if not retry or late or attempt >= self._retries:
+            if isinstance(failure, Busy):  # computed nothing: bounded by the call timeout only
+                refusals += 1
+                pause, spent = max(failure.retry_after_s, self._backoff), False
+            else:
+                pause = self._backoff * 2**failures
+                spent = failure is not Failure.RETRIED or failures >= self._retries
+            late = time.monotonic() - started + pause + sum(self._timeouts) > self._call_timeout
+            if spent or late:
+                if isinstance(failure, Busy):
+                    _log.info("%s", answer.get("message"))
+                    message = server_busy_message(self.url, pause, self._call_timeout, refusals)
+                    answer = {"message": message}
                 if status >= 400:
                     _log.warning("Answered %d: %s", status, answer.get("message"))
                 return status, answer
-            attempt += 1
-            _log.info("Asking %s again (%d): %s", self.url, attempt, answer.get("message"))
-            time.sleep(self._backoff * 2 ** (attempt - 1))
+            failures += not isinstance(failure, Busy)
+            _log.info("Asking %s again in %g s: %s", self.url, pause, answer.get("message"))
+            time.sleep(pause)
 
-    def _ask(self, data: bytes | str) -> tuple[int, dict, Failure]:
+    def _ask(self, data: bytes | str) -> tuple[int, dict, Failure | Busy]:
         """One try: (status, answer, what kind of failure it was)."""
         try:
             reply = self._session.post(

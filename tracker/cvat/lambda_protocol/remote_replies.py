@@ -7,6 +7,7 @@ Importing this module loads no PyTorch: a proxy image needs only `requests`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from typing import Any
@@ -32,10 +33,23 @@ class Failure(enum.Enum):
     RETRIED = "retried"
 
 
-def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure]:
-    """(status, answer, failure) for a reply that came back."""
+@dataclasses.dataclass(frozen=True)
+class Busy:
+    """A 503 with Retry-After: nothing was computed, and the server (or a proxy in front of it)
+    asks to be asked again after `retry_after_s` seconds."""
+
+    retry_after_s: float
+
+
+def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure | Busy]:
+    """(status, answer, failure) for a reply that came back; a 503 whose Retry-After gives
+    seconds is `Busy`, whoever sent it."""
     status = reply.status_code
     answer = _json_object(reply)
+    hint = retry_after_s(reply.headers.get("Retry-After"))
+    if status == 503 and hint is not None:
+        said = answer.get("message") if answer else excerpt(reply.text)
+        return 503, {"message": f"The SAM2 server at {url} is busy: {said}"}, Busy(hint)
     if status == 401 and answer is not None:
         message = (
             f"The SAM2 server at {url} refused this function's token; set SAM2_SERVER_TOKEN "
@@ -66,6 +80,16 @@ def reply_answer(url: str, reply: requests.Response) -> tuple[int, dict, Failure
         f"({said}); check that SAM2_SERVER_URL points to the SAM2 server."
     )
     return 502, {"message": message}, Failure.FINAL
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After's delay in seconds; None when absent or an HTTP date (which needs clocks
+    that agree: not assumed)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def excerpt(text: str) -> str:

@@ -2,7 +2,8 @@
 one outside it, so that the innermost gives up first and its answer (naming its setting) reaches
 CVAT before CVAT gives up itself:
 
-    server request (serve --request-timeout)  <  one proxy try (connect + read)
+    a replica's admission budget  <  server request (serve --request-timeout)
+    <  one proxy try (connect + read)
     <  the proxy's whole call (retries included)  <  Nuclio's eventTimeout  <  CVAT's wait
 
 CVAT 2.73 waits `CVAT_NUCLIO_DEFAULT_TIMEOUT` seconds (120 by default; cvat/settings/base.py
@@ -25,6 +26,7 @@ READ_TIMEOUT_S = 50.0  # SAM2_SERVER_READ_TIMEOUT
 CALL_TIMEOUT_S = 105.0  # SAM2_SERVER_CALL_TIMEOUT: a proxy's whole call, retries included
 SERVER_REQUEST_TIMEOUT_S = 45.0  # serve --request-timeout
 MARGIN_S = 5.0  # between each timeout and the next one out
+ANSWER_MARGIN_S = 2.0  # a replica's admission deadline ends this long before its request timeout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,14 @@ class Chain:
             for a, inner, b, outer in links
             if a >= b
         ]
+
+
+def admission_budget(request_timeout_s: float) -> float:
+    """The seconds a replica gives a request from its arrival to the end of its computation:
+    the server's request timeout less `ANSWER_MARGIN_S` for the answer to get out (at most half
+    of a short timeout), so that a request admitted on time is answered before Ray Serve gives
+    up on it (408) and before every timeout outside it."""
+    return request_timeout_s - min(ANSWER_MARGIN_S, request_timeout_s / 2)
 
 
 def for_server_request(request_timeout_s: float) -> Chain:
