@@ -50,6 +50,12 @@ def _run(engine, video, prompted: int, steps: int) -> dict:
     }
 
 
+def _cpu() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image-size", type=int, default=256)
@@ -67,6 +73,7 @@ def main() -> None:
 
     ensure_hf_checkpoint(Path(os.environ["HF_HOME"]) / "hub", args.model_id)
     frames = 3 * SPACING + args.steps + 1
+    (workdir / "video").mkdir()
     video = make_video(workdir / "video", frames, width=1280, height=720)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(resolve_model(args.model_id), device, args.image_size)
@@ -76,7 +83,7 @@ def main() -> None:
     result = {
         "model": args.model_id,
         "image_size": args.image_size,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else _cpu(),
         "cpu_threads": torch.get_num_threads(),
         "video": "synthetic 1280x720",
         "rows": rows,

@@ -80,21 +80,34 @@ class ShapeTracker:
         with memory_stage("encode"):  # the advice fits the frame, not the objects
             return self.engine.encode(image)
 
-    def start(self, frame: FrameFeatures, shape: Shape) -> TrackedObject:
-        """Start tracking `shape`, drawn on `frame`."""
+    def start(
+        self,
+        frame: FrameFeatures,
+        shape: Shape,
+        earlier: TrackedObject | None = None,
+        distance: int = 0,
+    ) -> TrackedObject:
+        """Start tracking `shape`, drawn on `frame`. With `earlier` (not changed), the object
+        is prompted again `distance` frames past its newest prompt in its walk, and stays
+        conditioned on its earlier prompts (`StreamingSam2.start_from_mask`)."""
         width, height = frame.width, frame.height
+        before = None
+        if earlier is not None:
+            self._check_size(frame, earlier)
+            before = earlier.object_state
+        prompt = {"earlier": before, "distance": distance}
         if shape.type == "rectangle":
             # A box is SAM2's own prompt for "the object in here": it segments the object and
             # tracks that. Filling the rectangle as a mask would instead make SAM2 track a
             # rectangle of object and background alike, and its boxes would drift with it.
             box = shapes.box_from_rectangle(shape.points, width, height)
-            object_state, _ = self.engine.start_from_box(frame, box)
+            object_state, _ = self.engine.start_from_box(frame, box, **prompt)
         elif shape.type == "polygon":
             mask = shapes.mask_from_polygon(shape.points, width, height)
-            object_state, _ = self.engine.start_from_mask(frame, mask)
+            object_state, _ = self.engine.start_from_mask(frame, mask, **prompt)
         elif shape.type == "mask":
             mask = shapes.mask_from_rle(shape.points, width, height)
-            object_state, _ = self.engine.start_from_mask(frame, mask)
+            object_state, _ = self.engine.start_from_mask(frame, mask, **prompt)
         else:
             raise shapes.ShapeError(
                 f"Shapes of type {shape.type!r} cannot be tracked; "
@@ -117,12 +130,7 @@ class ShapeTracker:
         one batch by the engine. No state changes unless every object can be stepped and its
         result read: the engine steps copies, which replace the states only at the end."""
         for obj in tracked:
-            if (frame.width, frame.height) != (obj.width, obj.height):
-                raise FrameError(
-                    f"This frame is {frame.width}x{frame.height}, but the object was started on a "
-                    f"{obj.width}x{obj.height} frame; track within frames of one size."
-                )
-            assert obj.object_state is not None, "dropped states are refused by their holder"
+            self._check_size(frame, obj)
         states = [obj.object_state.fork() for obj in tracked]
         predictions = on_host(self.engine.step_many(frame, states))  # one copy of all results
         shapes_out = [
@@ -133,6 +141,15 @@ class ShapeTracker:
             if shape is not None:
                 obj.last_shape = shape
         return shapes_out
+
+    @staticmethod
+    def _check_size(frame: FrameFeatures, obj: TrackedObject) -> None:
+        if (frame.width, frame.height) != (obj.width, obj.height):
+            raise FrameError(
+                f"This frame is {frame.width}x{frame.height}, but the object was started on a "
+                f"{obj.width}x{obj.height} frame; track within frames of one size."
+            )
+        assert obj.object_state is not None, "dropped states are refused by their holder"
 
     def shape(self, prediction: Prediction, shape_type: str) -> Shape | None:
         """The tracked shape in its original type, or None when SAM2 says the object is gone.

@@ -36,7 +36,7 @@ class ObjectState:
     """Everything needed to track one object further; its size is bounded by the model config."""
 
     frame_idx: int  # the newest frame this object was tracked on, counted in walking direction
-    # The prompted frames, oldest first; the oldest is frame 0. Several after the object was
+    # The prompted frames, oldest first; the first prompt is frame 0. Several after the object was
     # prompted again (`StreamingSam2.start_from_mask(..., earlier=...)`), each with its true
     # distance to the others, as upstream's `cond_frame_outputs`.
     conditioning: tuple[MemoryEntry, ...]
@@ -74,16 +74,15 @@ def prompted_again(
     earlier: ObjectState, entry: MemoryEntry, distance: int, max_frames: int
 ) -> tuple[MemoryEntry, ...]:
     """The prompted frames of an object prompted again with `entry`, `distance` frames (>= 1)
-    past `earlier`'s newest prompted frame: the newest `max_frames - 1` of `earlier`'s and
-    `entry`, renumbered so that the oldest is frame 0 (entries are copied, never changed)."""
+    past `earlier`'s newest prompted frame: the newest `max_frames - 1` of `earlier`'s, as they
+    are (an entry keeps its frame number for good, so a store may name its tensors by it), and
+    `entry` at its frame number."""
     if distance < 1:
         raise ValueError("an object is prompted again on a later frame of its walk")
     keep = max_frames - 1
     kept = earlier.conditioning[-keep:] if keep else ()
     newest = earlier.conditioning[-1].frame_idx + distance
-    first = kept[0].frame_idx if kept else newest
-    renumbered = tuple(dataclasses.replace(e, frame_idx=e.frame_idx - first) for e in kept)
-    return (*renumbered, dataclasses.replace(entry, frame_idx=newest - first))
+    return (*kept, dataclasses.replace(entry, frame_idx=newest))
 
 
 def stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -71,19 +71,21 @@ class LambdaTracker:
 
     def track(self, request: dict[str, Any]) -> dict[str, Any]:
         checked = tracker_request(request, self.tracker.options.limits)
-        starts, image = checked.starts, checked.image
+        image = checked.image
         continued = {i: parse_token(s) for i, s in enumerate(checked.states) if s is not None}
         _refuse_twice_named(continued)
+        prompted = {i: continued.pop(i) for i in checked.again}
         digest = hashlib.blake2b(checked.data, digest_size=16).hexdigest()
+        work = _Work(checked.starts, checked.again, checked.frames, prompted)
         try:
-            answers = self._attempt(image, digest, starts, continued, may_step=True)
+            answers = self._attempt(image, digest, work, continued, may_step=True)
         except StaleStateError:
             raise
         except StateConflictError as conflict:
             # Something committed first. If it was this very request (sent twice at once), its
             # objects are now one version on, stepped onto this frame: answer as it was answered.
             try:
-                answers = self._attempt(image, digest, starts, continued, may_step=False)
+                answers = self._attempt(image, digest, work, continued, may_step=False)
             except StateConflictError:
                 raise conflict from None
         return {
@@ -96,18 +98,19 @@ class LambdaTracker:
         self,
         image: PIL.Image.Image,
         digest: str,
-        starts: dict[int, tuple[Shape, bool]],
+        work: _Work,
         continued: dict[int, tuple[str, int]],
         may_step: bool,
     ) -> list[_Answered]:
         """One transaction: steps what is at the version sent, answers repeats from the store,
         and commits every new version together."""
         answers: dict[int, _Answered] = {}
-        with self.store.transaction([handle for handle, _ in continued.values()]) as tx:
+        watched = [handle for handle, _ in (*continued.values(), *work.prompted.values())]
+        with self.store.transaction(watched) as tx:
             to_step, repeated = _plan(tx, continued, digest)
             if to_step and not may_step:
                 raise StateConflictError(conflict_message())
-            records = self._stepped(tx, image, digest, starts, to_step, answers)
+            records = self._stepped(tx, image, digest, work, to_step, answers)
             lasts = tx.last_shapes(list(repeated.values())) if repeated else {}
             for index, handle in repeated.items():
                 answers[index] = _Answered(handle, tx.stored(handle), lasts[handle])
@@ -120,20 +123,31 @@ class LambdaTracker:
         tx: Transaction,
         image: PIL.Image.Image,
         digest: str,
-        starts: dict[int, tuple[Shape, bool]],
+        work: _Work,
         to_step: dict[int, str],
         answers: dict[int, _Answered],
     ) -> dict[str, Record]:
         """Starts and steps on this frame (one encoder pass, all steps in one batch call)."""
-        if not starts and not to_step:
+        if not work.starts and not work.again and not to_step:
             return {}  # a repeated request: no model work at all
-        tracked = tx.states(list(to_step.values()))
+        earlier = {i: _prompt_again(tx, i, work) for i in work.again}
+        handles = [*to_step.values(), *(handle for handle, _ in work.prompted.values())]
+        tracked = tx.states(handles)
         records: dict[str, Record] = {}
         with self.tracker.engine.session():
             frame = self.tracker.encode(image)
-            for index, (shape, bare) in starts.items():
+            for index, (shape, bare) in work.starts.items():
                 obj = self.tracker.start(frame, shape)
-                stored = Stored(0, shape.type, obj.width, obj.height, bare, digest)
+                at = work.frames.get(index)
+                stored = Stored(0, shape.type, obj.width, obj.height, bare, digest, prompt_frame=at)
+                answers[index] = _Answered(new_handle(), stored, shape)
+                records[answers[index].handle] = Record(stored, obj)
+            for index, shape in work.again.items():
+                handle, (distance, walk) = work.prompted[index][0], earlier[index]
+                obj = self.tracker.start(frame, shape, tracked[handle], distance)
+                stored = Stored(0, shape.type, obj.width, obj.height, False, digest,
+                                prompt_frame=work.frames[index], walk=walk,
+                                offset=obj.object_state.frame_idx)  # fmt: skip
                 answers[index] = _Answered(new_handle(), stored, shape)
                 records[answers[index].handle] = Record(stored, obj)
             objects = [tracked[handle] for handle in to_step.values()]
@@ -150,6 +164,45 @@ class LambdaTracker:
             answers[index] = _Answered(handle, stored, obj.last_shape)
             records[handle] = Record(stored, obj)
         return records
+
+
+class _Work(NamedTuple):
+    """A request's shapes: starts, prompts again (beside the state of the object each prompts
+    again, by index) and the client's frame numbers."""
+
+    starts: dict[int, tuple[Shape, bool]]
+    again: dict[int, Shape]
+    frames: dict[int, int]
+    prompted: dict[int, tuple[str, int]]
+
+
+def _prompt_again(tx: Transaction, index: int, work: _Work) -> tuple[int, int]:
+    """The distance from the object's newest prompt and the walk's direction, checked: an object
+    is prompted again at its newest version, further along one walk, when its frames are known."""
+    handle, version = work.prompted[index]
+    stored, at = tx.stored(handle), work.frames[index]
+    if stored.version != version:
+        raise StaleStateError(stale_message())
+    if stored.prompt_frame is None:
+        raise RequestError(
+            f"Object {index} cannot be prompted again: it was started from a shape without "
+            'its "frame"; send the frame number in the shape that starts it.'
+        )
+    distance = at - stored.prompt_frame
+    walk = (distance > 0) - (distance < 0)
+    if walk == 0:
+        raise RequestError(
+            f"Object {index} was prompted on frame {at} already; prompt it again on another "
+            "frame, or start it anew."
+        )
+    if stored.walk and walk != stored.walk:
+        way = "after" if stored.walk > 0 else "before"
+        raise RequestError(
+            f"Object {index} can be prompted again only on a frame {way} frame "
+            f"{stored.prompt_frame}, its newest prompt, further along the way it is tracked; "
+            "start it anew to track it the other way."
+        )
+    return abs(distance), walk
 
 
 def _refuse_twice_named(continued: dict[int, tuple[str, int]]) -> None:

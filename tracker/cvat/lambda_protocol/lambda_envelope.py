@@ -195,12 +195,25 @@ def request_shape(raw: object) -> tuple[Shape, bool]:
 class TrackerRequest(NamedTuple):
     """A tracker request, checked: its states (None where an object starts), the shapes that
     start objects (by index; with whether each came as a bare rectangle), the frame and its
-    encoded bytes."""
+    encoded bytes; the shapes that prompt an object again (by index, beside its state), and the
+    client's frame number of each shape that carries one (`"frame"`)."""
 
     states: list[object]
     starts: dict[int, tuple[Shape, bool]]
     image: PIL.Image.Image
     data: bytes
+    again: dict[int, Shape] = {}
+    frames: dict[int, int] = {}
+
+
+def shape_frame(raw: object) -> int | None:
+    """The frame number a shape dict carries (`"frame"`, as in CVAT's own shape objects)."""
+    frame = raw.get("frame") if isinstance(raw, dict) else None
+    if frame is None:
+        return None
+    if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
+        raise RequestError("A shape's 'frame' must be a frame number (an integer >= 0).")
+    return frame
 
 
 def tracker_request(request: dict[str, Any], limits: RequestLimits) -> TrackerRequest:
@@ -208,7 +221,9 @@ def tracker_request(request: dict[str, Any], limits: RequestLimits) -> TrackerRe
 
     The bodies CVAT's `lambda_manager` builds: `init_tracking` as n shapes and `states: []`
     (every shape starts); `track` as n states and `shapes: [None] * n` (2.40+) or the previous
-    frame's shapes (2.26-2.39 UIs; a shape beside a state is ignored: a state continues)."""
+    frame's shapes (2.26-2.39 UIs; a shape beside a state is ignored: a state continues). A shape
+    dict carrying its `"frame"` beside a state (which no CVAT UI sends) prompts that object again
+    on this frame, which is that frame."""
     shapes, states = request_list(request, "shapes"), request_list(request, "states")
     if shapes is None and states is None:
         raise RequestError("The request needs 'shapes' to start objects or 'states'.")
@@ -225,17 +240,23 @@ def tracker_request(request: dict[str, Any], limits: RequestLimits) -> TrackerRe
         what = f"The request carries {len(states):,} objects"
         raise limit_error(what, "max_objects", limits.max_objects)
     starts: dict[int, tuple[Shape, bool]] = {}
+    again: dict[int, Shape] = {}
+    frames = {i: f for i, shape in enumerate(shapes) if (f := shape_frame(shape)) is not None}
     for index, (shape, state) in enumerate(zip(shapes, states, strict=True)):
-        if state is None:
-            if shape is None:
-                raise RequestError(f"Shape {index} has neither points nor a state.")
-            starts[index] = request_shape(shape)
-            points = len(starts[index][0].points) // 2
-            if starts[index][0].type == "polygon" and points > limits.max_polygon_points:
+        if state is None and shape is None:
+            raise RequestError(f"Shape {index} has neither points nor a state.")
+        if state is None or index in frames:  # a state beside a framed shape: prompted again
+            parsed = request_shape(shape)
+            points = len(parsed[0].points) // 2
+            if parsed[0].type == "polygon" and points > limits.max_polygon_points:
                 what = f"Polygon {index} has {points:,} points"
                 raise limit_error(what, "max_polygon_points", limits.max_polygon_points)
+            if state is None:
+                starts[index] = parsed
+            else:
+                again[index] = parsed[0]
     image, data = request_image(request, limits)
-    return TrackerRequest(states, starts, image, data)
+    return TrackerRequest(states, starts, image, data, again, frames)
 
 
 def answer_shape(shape: Shape, legacy: bool) -> object:

@@ -49,8 +49,7 @@ _KEY_PREFIX = "cvat-sam2-tracker:object:"
 def tensor_fields(state: ObjectState) -> dict[str, torch.Tensor]:
     """The state's tensors by field name; a name always holds the same tensor."""
     fields = {}
-    first, *more = state.conditioning
-    named = [("c", first)] + [(f"c{e.frame_idx}", e) for e in more]
+    named = [(f"c{e.frame_idx or ''}", e) for e in state.conditioning]  # "c": the first prompt
     for name, entry in named + [(str(e.frame_idx), e) for e in state.recent]:
         if entry.maskmem_features is not None:
             fields[f"mem:{name}"] = entry.maskmem_features
@@ -132,6 +131,7 @@ class RedisStateStore:
                 "version": stored.version,
                 "digest": stored.digest,
                 "outside": stored.outside,
+                "prompt": [stored.prompt_frame, stored.walk, stored.offset],
                 "fields": sorted(fields),
                 "heads": list(heads),
             },
@@ -156,18 +156,19 @@ class RedisStateStore:
             header["bare"],
             header["digest"],
             header["outside"],
+            *header.get("prompt", [None, 0, 0]),  # none before objects were prompted again
         )
         return stored, header["fields"], header.get("heads", [])  # none before heads were kept
 
-    def _restored(self, version: int, fields: dict[str, torch.Tensor]) -> ObjectState:
+    def _restored(self, frame_idx: int, fields: dict[str, torch.Tensor]) -> ObjectState:
         def entry(name: str, frame_idx: int) -> MemoryEntry:
             return MemoryEntry(frame_idx, fields.get(f"mem:{name}"), fields[f"ptr:{name}"])
 
         names = [k[4:] for k in fields if k.startswith("ptr:")]
         frames = sorted(int(n) for n in names if n.isdigit())
-        prompted = sorted(int(n[1:]) for n in names if n[0] == "c" and n[1:].isdigit())
-        conditioning = [entry("c", 0)] + [entry(f"c{i}", i) for i in prompted]
-        return self._engine.restore(version, conditioning, [entry(str(i), i) for i in frames])
+        prompted = sorted(int(n[1:] or 0) for n in names if n[0] == "c")
+        conditioning = [entry(f"c{i or ''}", i) for i in prompted]
+        return self._engine.restore(frame_idx, conditioning, [entry(str(i), i) for i in frames])
 
     def _reported(self) -> contextlib.AbstractContextManager[None]:
         return _reported(self._where)
@@ -231,7 +232,7 @@ class _RedisTransaction:
                 raise UnknownStateError(unknown_state_message())  # expired while we read it
             device = store._engine.device
             fields = have | {n: _decoded(v, device) for n, v in zip(unread, values, strict=True)}
-            state = store._restored(stored.version, fields)
+            state = store._restored(stored.version + stored.offset, fields)
             states[handle] = TrackedObject(
                 state, stored.shape_type, stored.width, stored.height, last_shape=last
             )

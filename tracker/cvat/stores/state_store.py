@@ -106,13 +106,19 @@ class Stored:
     """What a store knows of an object without reading its tensors: enough to tell a step from
     a repeat. `digest` names the frame of the step that made `version` ("" for the start)."""
 
-    version: int  # the steps taken since the start: the object state's frame_idx
+    version: int  # the steps taken since the start
     shape_type: str
     width: int
     height: int
     bare_points: bool  # CVAT sent the start as a bare rectangle: answered alike
     digest: str = ""
     outside: bool = False  # SAM2 saw no object on that frame
+    # Where the newest prompt was: the client's frame number (None when it sent none), the
+    # direction of the walk (+1, -1; 0 until prompted twice), and the engine state's frame_idx
+    # minus `version` (a prompt again starts a record whose state is already frames along).
+    prompt_frame: int | None = None
+    walk: int = 0
+    offset: int = 0
 
 
 @dataclasses.dataclass(eq=False)

@@ -1,0 +1,129 @@
+"""Prompting a tracked object again through CVAT's tracker protocol (issue 26): a shape dict
+carrying its `"frame"` beside the object's state. The answers equal our engine prompted again
+directly (whose equality with upstream's multi-prompt predictor is tests/test_multi_prompt.py),
+through states in memory and through a redis-server read by alternating function instances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nuclio_driver import NuclioFunction, tracker_body
+from sam2_runs import engine_prompted_masks, iou
+
+from tracker.cvat import shapes
+from tracker.cvat.shape_tracker import TrackedObject
+from tracker.cvat.stores.redis_store import RedisStateStore
+from tracker.cvat.stores.state_store import Record, Stored, new_handle
+from tracker.engine.streaming import StreamingSam2
+
+FIRST, AGAIN, STEPS = 0, 5, 6
+
+
+def _mask_shape(video, frame: int, with_frame: bool = True) -> dict:
+    shape = {"type": "mask", "points": shapes.rle_from_mask(video.masks[frame])}
+    return shape | ({"frame": frame} if with_frame else {})
+
+
+def _call(function, video, frame: int, shapes_: list | None, states: list | None) -> dict:
+    status, answer = function.call(tracker_body(video.frames[frame], shapes_, states))
+    assert status == 200, answer
+    return answer
+
+
+def _tracked_then_prompted(functions, video) -> list:
+    """Start on frame 0, track 1-4, prompt again on 5, track 6 on: the masks from frame 5."""
+    states = _call(functions[0], video, FIRST, [_mask_shape(video, FIRST)], None)["states"]
+    for frame in range(FIRST + 1, AGAIN):
+        states = _call(functions[frame % len(functions)], video, frame, None, states)["states"]
+    answer = _call(functions[1 % len(functions)], video, AGAIN, [_mask_shape(video, AGAIN)], states)
+    assert answer["states"] != states
+    masks, states = [answer["shapes"][0]], answer["states"]
+    for frame in range(AGAIN + 1, AGAIN + STEPS):
+        answer = _call(functions[frame % len(functions)], video, frame, None, states)
+        masks.append(answer["shapes"][0])
+        states = answer["states"]
+    return [shapes.mask_from_rle(m["points"], 320, 240) for m in masks]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis, two instances"])
+def test_prompted_again_answers_the_engine_prompted_again(
+    request, environment, tiny_checkpoint, tiny_model, video, store
+):
+    if store != "memory":
+        request.getfixturevalue("with_redis")
+    count = 1 if store == "memory" else 2
+    ours = _tracked_then_prompted([NuclioFunction("tracker") for _ in range(count)], video)
+    prompts = {f: [video.masks[f]] for f in (FIRST, AGAIN)}
+    direct = engine_prompted_masks(StreamingSam2(tiny_model), video, prompts, STEPS)
+    assert len(ours) == len(direct) == STEPS
+    assert (ours[0] == video.masks[AGAIN]).all()  # a prompt is answered with itself, as a start
+    for frame, (a, b) in enumerate(zip(ours[1:], direct[1:], strict=True), start=AGAIN + 1):
+        assert b[0].any(), "the engine lost the object: the comparison proves nothing"
+        assert iou(a, b[0]) >= 0.999, f"frame {frame}: IoU {iou(a, b[0]):.5f}"
+
+
+def test_a_shape_beside_a_state_prompts_again_only_with_its_frame(
+    environment, tiny_checkpoint, video
+):
+    """Without the frame number the shape beside a state is ignored (CVAT 2.26-2.39 send the
+    last shapes so): the object continues; with it, a new record starts, conditioned on both
+    prompts (what it then tracks is compared with the engine in the test above)."""
+    function = NuclioFunction("tracker")
+    started = _call(function, video, FIRST, [_mask_shape(video, FIRST)], None)["states"]
+    bare = _call(function, video, AGAIN, [_mask_shape(video, AGAIN, with_frame=False)], started)
+    handle = started[0].split(".")[0]
+    assert bare["states"][0] == f"{handle}.1"  # continued: one step on
+    again = _call(function, video, AGAIN, [_mask_shape(video, AGAIN)], bare["states"])
+    assert not again["states"][0].startswith(handle)  # a new record, prompted on frames 0 and 5
+    assert again["states"][0].endswith(".0") and again["shapes"][0]["type"] == "mask"
+
+
+@pytest.mark.parametrize(
+    ("start_frame", "again_frames", "message"),
+    [
+        (None, [5], 'without its "frame"'),
+        (0, [0], "prompted on frame 0 already"),
+        (8, [5, 7], "frame before frame 5"),
+    ],
+)
+def test_prompts_again_that_cannot_be_placed_are_refused(
+    environment, tiny_checkpoint, video, start_frame, again_frames, message
+):
+    function = NuclioFunction("tracker")
+    first = _mask_shape(video, start_frame or 0, with_frame=start_frame is not None)
+    states = _call(function, video, start_frame or 0, [first], None)["states"]
+    for frame in again_frames[:-1]:
+        states = _call(function, video, frame, [_mask_shape(video, frame)], states)["states"]
+    frame = again_frames[-1]
+    status, answer = function.call(
+        tracker_body(video.frames[frame], [_mask_shape(video, frame)], states)
+    )
+    assert status == 400 and message in answer["message"], answer
+
+
+def test_redis_keeps_every_prompted_frame_where_it_was(redis_server, tiny_model, video):
+    """Stored and read back by another replica: the same prompted and tracked frames, at the
+    same frame numbers (the state's own, past its record's version), the same tensors."""
+    engine = StreamingSam2(tiny_model)
+    first, _ = engine.start_from_mask(engine.encode(video.image(0)), video.masks[0])
+    engine.step(engine.encode(video.image(1)), first)
+    state, _ = engine.start_from_mask(
+        engine.encode(video.image(5)), video.masks[5], earlier=first, distance=5
+    )
+    for frame in (6, 7):
+        engine.step(engine.encode(video.image(frame)), state)
+    stored = Stored(2, "mask", 320, 240, False, "d", prompt_frame=5, walk=1, offset=5)
+    handle = new_handle()
+    with RedisStateStore(redis_server.client(), engine, "k", "test").transaction([]) as tx:
+        tx.commit({handle: Record(stored, TrackedObject(state, "mask", 320, 240))})
+    other = RedisStateStore(redis_server.client(), engine, "k", "test")
+    with other.transaction([handle]) as tx:
+        assert tx.stored(handle) == stored
+        restored = tx.states([handle])[handle].object_state
+    assert restored.frame_idx == state.frame_idx == 7
+    for got, want in [(restored.conditioning, state.conditioning), (restored.recent, state.recent)]:
+        assert [e.frame_idx for e in got] == [e.frame_idx for e in want]
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a.obj_ptr, b.obj_ptr)
+            assert torch.equal(a.maskmem_features, b.maskmem_features)
+    assert [e.frame_idx for e in restored.conditioning] == [0, 5]
