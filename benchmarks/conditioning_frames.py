@@ -13,7 +13,6 @@ the masks mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,8 +21,8 @@ import time
 from pathlib import Path
 
 import torch
+from recording import record  # beside this file: run as a script
 
-RESULTS = Path(__file__).parent / "results"
 SPACING = 5  # frames between prompts
 
 
@@ -95,10 +94,7 @@ def main() -> None:
     ]
     lines += [f"{r['prompted_frames']} | {r['median_step_s']:.3f} | {r['state_bytes'] / 1024:.0f}"
               for r in rows]  # fmt: skip
-    print("\n".join(lines))
-    if args.name:
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / f"{args.name}.txt").write_text("\n".join(lines) + "\n")
+    record(args.name, result, lines)
 
 
 if __name__ == "__main__":

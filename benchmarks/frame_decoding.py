@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 import PIL.Image
 import torch
 import torchvision.io
-
-RESULTS = Path(__file__).parent / "results"
+from recording import record  # beside this file: run as a script
 
 
 def _frames(width: int, height: int) -> dict[str, bytes]:
@@ -103,10 +100,7 @@ def main() -> None:
     for row in rows:
         lines.append(f"{row['codec']:<5} {row['decoder']:<15} {row['median_ms']:>6.2f} "
                      f"{row['same_pixels_as_pil']} ({row['differing_values']})")  # fmt: skip
-    print("\n".join(lines))
-    if args.name:
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(rows, indent=1) + "\n")
-        (RESULTS / f"{args.name}.txt").write_text("\n".join(lines) + "\n")
+    record(args.name, rows, lines)
 
 
 if __name__ == "__main__":
