@@ -325,13 +325,6 @@ def test_a_failed_commit_leaves_no_copy(redis_server):
     _assert_same(state, theirs)
 
 
-def _kill_watching(client) -> None:
-    """Drop, from the server's side, every connection whose last command was a WATCH."""
-    for entry in client.client_list():
-        if entry["cmd"] == "watch":
-            client.client_kill_filter(_id=entry["id"])
-
-
 @pytest.mark.parametrize("cache_mb", [0, 64])
 def test_a_lost_watch_connection_is_no_conflict_and_saves_nothing(redis_server, cache_mb):
     store = RedisStateStore(
@@ -341,7 +334,7 @@ def test_a_lost_watch_connection_is_no_conflict_and_saves_nothing(redis_server, 
     with store.transaction([handle]) as tx:
         tx.stored(handle)
         stepped = _advanced(tx.states([handle])[handle], 9)
-        _kill_watching(redis_server.client())
+        assert redis_server.drop_watching() == 1
         with pytest.raises(StoreConnectionLostError, match="was not saved.*Run it again"):
             tx.commit({handle: Record(_stored(stepped), stepped)})
     stored, state = _read(store, handle)
