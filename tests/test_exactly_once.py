@@ -4,11 +4,14 @@ cache lacks."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from nuclio_driver import NuclioFunction, box_prompt, stepped, track_frames, tracker_body
 
 from tracker.cvat import shapes
 from tracker.cvat.stores.state_cache import StateCache
+from tracker.cvat.stores.state_store import parse_token
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -142,3 +145,58 @@ def test_cached_steps_read_little_and_give_the_same_masks(with_redis, video):
     assert read["one"] <= 8 * 1024, read
     assert read["two"] <= entry + 8 * 1024, read
     assert read["uncached"] > 3 * entry, read  # the whole memory bank, every step
+
+
+def test_a_retry_meeting_its_original_on_a_cold_replica_is_answered_as_the_first(
+    with_redis, video, monkeypatch
+):
+    """A proxy's retry lands on a replica that never saw the object; it reads the header, then
+    the original commits (its step deletes the memory it no longer reads) before the retry
+    reads the fields. The retry is answered as the original was, not told the state expired."""
+    original, cold = NuclioFunction("tracker"), NuclioFunction("tracker")
+    status, answer = original.call(tracker_body(video.frames[0], [box_prompt(video)], None))
+    for index in range(1, 7):  # the 7th step is the first to delete a memory frame
+        status, answer = original.call(tracker_body(video.frames[index], None, answer["states"]))
+    body = tracker_body(video.frames[7], None, answer["states"])
+    store, client, first = cold.context.user_data.service.store, with_redis.client(), []
+    key = store._key(parse_token(answer["states"][0])[0])
+    opened = store.transaction
+
+    @contextlib.contextmanager
+    def original_commits_meanwhile(handles):
+        with opened(handles) as tx:  # the headers are read: the original commits now
+            if not first:
+                assert client.hexists(key, "mem:1")
+                first.append(original.call(body))
+                assert not client.hexists(key, "mem:1")
+            yield tx
+
+    monkeypatch.setattr(store, "transaction", original_commits_meanwhile)
+    status, again = cold.call(body)
+    assert first[0][0] == 200, first
+    assert (status, again) == first[0]
+
+
+def test_a_lost_store_connection_is_a_503_to_run_again(with_redis, video):
+    """Redis drops the request's WATCH connection while it steps: not a conflict (409, another
+    request) but a 503 that says the step was not saved; running it again steps it."""
+    reference = track_frames([NuclioFunction("tracker")], video, [box_prompt(video)], 2)
+    function = NuclioFunction("tracker")
+    status, answer = function.call(tracker_body(video.frames[0], [box_prompt(video)], None))
+    body = tracker_body(video.frames[1], None, answer["states"])
+    tracker = function.context.user_data.service.tracker
+    original = tracker.step_many
+
+    def connection_dropped(frame, tracked):
+        assert with_redis.drop_watching() == 1
+        return original(frame, tracked)
+
+    tracker.step_many = connection_dropped
+    status, lost = function.call(body)
+    del tracker.step_many
+    assert status == 503, lost
+    assert "connection" in lost["message"] and "was not saved" in lost["message"]
+    assert "Run it again" in lost["message"]
+    status, again = function.call(body)
+    assert status == 200 and again["shapes"] == reference[0]
+    assert again["states"] == stepped(answer["states"])

@@ -112,14 +112,18 @@ def test_a_step_writes_only_the_new_memory_frame(with_redis, tiny_checkpoint, vi
     }, "only the newest 6 memory frames are kept"
 
 
-def _two_at_once(function, bodies: list[dict]) -> list:
-    """Both requests read the state before either commits."""
+def _two_at_once(function, bodies: list[dict], first: int | None = None) -> list:
+    """Both requests read the state before either commits; with `first`, that one's answer
+    comes before the other's step ends (so it commits first)."""
     tracker = function.context.user_data.service.tracker
     both_stepping = threading.Barrier(2, timeout=60)
+    answered = threading.Event()
     original = tracker.step_many
 
     def step_together(frame, tracked):
         both_stepping.wait()
+        if first is not None and threading.current_thread().name != f"slot {first}":
+            assert answered.wait(60)
         return original(frame, tracked)
 
     tracker.step_many = step_together
@@ -127,8 +131,10 @@ def _two_at_once(function, bodies: list[dict]) -> list:
 
     def run(slot):
         answers[slot] = function.call(bodies[slot])
+        if slot == first:
+            answered.set()
 
-    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
+    threads = [threading.Thread(target=run, args=(slot,), name=f"slot {slot}") for slot in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -139,27 +145,44 @@ def _two_at_once(function, bodies: list[dict]) -> list:
 
 @pytest.fixture(params=["memory", "redis"])
 def box_started(request, tiny_checkpoint, video):
-    """A function with a box started on frame 0, its states, and the shapes of tracking it
-    on frames 1 and 2 undisturbed."""
+    """A function with a box and a mask (whose answer shows a corrupted memory best) started
+    on frame 0, their states, and the shapes of tracking them on frames 1 and 2 undisturbed."""
     request.getfixturevalue("with_redis" if request.param == "redis" else "environment")
-    box = box_prompt(video)
-    reference = track_frames([NuclioFunction("tracker")], video, [box], 3)
+    prompts = _box_and_mask(video)
+    reference = track_frames([NuclioFunction("tracker")], video, prompts, 3)
     function = NuclioFunction("tracker")
-    status, answer = function.call(tracker_body(video.frames[0], [box], None))
+    status, answer = function.call(tracker_body(video.frames[0], prompts, None))
     return function, answer["states"], reference
 
 
-def test_concurrent_steps_onto_two_frames_one_wins(box_started, video):
-    function, states, reference = box_started
-    bodies = [tracker_body(video.frames[i], None, states) for i in (1, 2)]
-    answers = _two_at_once(function, bodies)
+def _box_and_mask(video) -> list:
+    return [box_prompt(video), {"type": "mask", "points": shapes.rle_from_mask(video.masks[0])}]
+
+
+@pytest.mark.parametrize("winner", [0, 1], ids=["frame-1-wins", "frame-2-wins"])
+def test_concurrent_steps_onto_two_frames_one_wins(box_started, video, winner):
+    """Steps onto frames 1 and 2 at once: one is refused, and the object goes on from the
+    winner's step uncorrupted, whichever wins (`winner`, made to commit first)."""
+    function, states, _ = box_started
+    frames = (1, 2)
+    answers = _two_at_once(
+        function, [tracker_body(video.frames[i], None, states) for i in frames], winner
+    )
     assert sorted(status for status, _ in answers) == [200, 409]
     (loser,) = [a for s, a in answers if s == 409]
     assert "same time" in loser["message"]
-    winner = next(slot for slot, (s, _) in enumerate(answers) if s == 200)
-    if winner == 0:  # frame 1 won: the object goes on to frame 2 as it would have
-        status, answer = function.call(tracker_body(video.frames[2], None, stepped(states)))
-        assert status == 200 and answer["shapes"] == reference[1], "the object was not corrupted"
+    won = next(slot for slot, (s, _) in enumerate(answers) if s == 200)
+    assert won == winner
+    # Undisturbed: start on frame 0, step onto the winner's frame, then onto frame 3.
+    alone = NuclioFunction("tracker")
+    status, answer = alone.call(tracker_body(video.frames[0], _box_and_mask(video), None))
+    expected = []
+    for frame in (frames[won], 3):
+        status, answer = alone.call(tracker_body(video.frames[frame], None, answer["states"]))
+        expected.append(answer["shapes"])
+    assert answers[won][1]["shapes"] == expected[0]
+    status, answer = function.call(tracker_body(video.frames[3], None, stepped(states)))
+    assert status == 200 and answer["shapes"] == expected[1], "the object was not corrupted"
 
 
 def test_a_request_sent_twice_at_once_steps_once(box_started, video):

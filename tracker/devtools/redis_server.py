@@ -65,6 +65,15 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
+    def drop_watching(self) -> int:
+        """Close, from the server's side, every connection whose last command was a WATCH (a
+        transaction's connection dropped before its EXEC); how many there were."""
+        with self.client() as client:
+            watching = [entry["id"] for entry in client.client_list() if entry["cmd"] == "watch"]
+            for client_id in watching:
+                client.client_kill_filter(_id=client_id)
+        return len(watching)
+
     def start(self) -> RedisServer:
         """Start the server and wait until it answers with our password.
 

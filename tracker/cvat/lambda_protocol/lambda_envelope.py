@@ -25,6 +25,7 @@ from tracker.cvat.shape_tracker import Shape
 from tracker.cvat.stores.state_store import (
     StateConflictError,
     StateDroppedError,
+    StoreConnectionLostError,
     StoreUnavailableError,
     UnknownStateError,
 )
@@ -69,6 +70,7 @@ _STATUS_BY_ERROR: list[tuple[type[BaseException], int]] = [
     (USER_ERRORS, 400),
     (OutOfMemoryReportedError, 503),  # from the agent functions' code, where it is reused
     (cvataa.BadFunctionError, 400),  # the agent functions' user errors, likewise
+    (StoreConnectionLostError, 503),  # nothing saved: run it again (a proxy asks again)
     (StoreUnavailableError, 503),
     (StageOutOfMemoryError, 503),
 ]

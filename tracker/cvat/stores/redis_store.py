@@ -13,68 +13,49 @@ A request is one transaction on one connection: WATCH every object's key, read a
 round trip (on a second pooled connection, after the WATCH), the missing fields in another, then
 MULTI/EXEC every write, so a request commits all of its objects or none, and uses two connections
 whatever its number of objects. Only plain hash and key commands, pipelines, WATCH/MULTI/EXEC and
-EXPIRE are used: no Lua and no modules, which kvrocks does not all have.
+EXPIRE are used: no Lua and no modules, which kvrocks does not all have. The fields' encodings are
+in `redis_format.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import zlib
 from collections.abc import Iterator, Sequence
 
 import redis
-import safetensors.torch
 import torch
 
 from tracker.cvat.shape_tracker import Shape, TrackedObject
 from tracker.cvat.stores import lineage
+from tracker.cvat.stores.redis_format import (
+    FORMAT,
+    connection_lost,
+    decoded,
+    encoded,
+    header_json,
+    reported,
+    shape_json,
+    shape_of,
+    tensor_fields,
+)
 from tracker.cvat.stores.state_cache import CachedObject, StateCache
 from tracker.cvat.stores.state_store import (
     STATE_TTL_SECONDS,
     Record,
     StateConflictError,
+    StoreConnectionLostError,
     Stored,
-    StoreUnavailableError,
     UnknownStateError,
     conflict_message,
+    connection_lost_message,
     unknown_state_message,
 )
 from tracker.engine.streaming import MemoryEntry, ObjectState, StreamingSam2
 
-_FORMAT = 2
+__all__ = ["RedisStateStore", "tensor_fields"]
+
 _KEY_PREFIX = "cvat-sam2-tracker:object:"
-
-
-def tensor_fields(state: ObjectState) -> dict[str, torch.Tensor]:
-    """The state's tensors by field name; a name always holds the same tensor."""
-    fields = {}
-    named = [(f"c{e.frame_idx or ''}", e) for e in state.conditioning]  # "c": the first prompt
-    for name, entry in named + [(str(e.frame_idx), e) for e in state.recent]:
-        if entry.maskmem_features is not None:
-            fields[f"mem:{name}"] = entry.maskmem_features
-        fields[f"ptr:{name}"] = entry.obj_ptr
-    return fields
-
-
-def _encoded(tensor: torch.Tensor) -> bytes:
-    return safetensors.torch.save({"t": tensor.detach().contiguous().cpu()})
-
-
-def _decoded(data: bytes, device: torch.device) -> torch.Tensor:
-    return safetensors.torch.load(data)["t"].to(device)
-
-
-def _shape_json(shape: Shape | None) -> bytes:
-    """The shape as zlib-compressed JSON: a mask's RLE is written with every step, and its runs
-    compress well."""
-    value = None if shape is None else {"type": shape.type, "points": shape.points}
-    return zlib.compress(json.dumps(value, separators=(",", ":")).encode(), level=1)
-
-
-def _shape_of(raw: bytes | None) -> Shape | None:
-    value = None if raw is None else json.loads(zlib.decompress(raw))
-    return None if value is None else Shape(value["type"], value["points"])
 
 
 class RedisStateStore:
@@ -120,29 +101,13 @@ class RedisStateStore:
         return _KEY_PREFIX + handle
 
     def _header(self, stored: Stored, fields: Sequence[str], heads: Sequence[str]) -> str:
-        return json.dumps(
-            {
-                "format": _FORMAT,
-                "model": self._model_key,
-                "type": stored.shape_type,
-                "width": stored.width,
-                "height": stored.height,
-                "bare": stored.bare_points,
-                "version": stored.version,
-                "digest": stored.digest,
-                "outside": stored.outside,
-                "prompt": [stored.prompt_frame, stored.walk, stored.offset],
-                "fields": sorted(fields),
-                "heads": list(heads),
-            },
-            separators=(",", ":"),
-        )
+        return header_json(self._model_key, stored, fields, heads)
 
     def _parsed(self, raw: bytes | None) -> tuple[Stored, list[str], list[str]]:
         if raw is None:
             raise UnknownStateError(unknown_state_message())
         header = json.loads(raw)
-        if header.get("format") != _FORMAT or header.get("model") != self._model_key:
+        if header.get("format") != FORMAT or header.get("model") != self._model_key:
             raise UnknownStateError(
                 f"This object was started by a SAM2 tracker with another model or version "
                 f"({header.get('model')}; this one runs {self._model_key}); run the tracker "
@@ -171,22 +136,30 @@ class RedisStateStore:
         return self._engine.restore(frame_idx, conditioning, [entry(str(i), i) for i in frames])
 
     def _reported(self) -> contextlib.AbstractContextManager[None]:
-        return _reported(self._where)
+        return reported(self._where)
 
 
 class _RedisTransaction:
-    """Reads through a plain pipeline after the WATCH; writes through the watching one."""
+    """Reads through a plain pipeline after the WATCH; writes through the watching one.
+
+    The headers are read once, after the WATCH; every later read of an object's fields reads
+    its header again in the same HMGET (one atomic command), so that what it returns is of the
+    version the transaction planned with, or the object moved on and the read is a conflict:
+    a field deleted by a newer commit is never taken for an expired state, and a repeat, which
+    commits nothing (so no EXEC checks its WATCH), never answers a newer version's shape."""
 
     def __init__(
         self, store: RedisStateStore, watching: redis.client.Pipeline, handles: Sequence[str]
     ) -> None:
         self._store, self._watching = store, watching
         self._read: dict[str, tuple[Stored, list[str], list[str]] | UnknownStateError] = {}
+        self._raw: dict[str, bytes | None] = {}
         if handles:
             pipe = store._client.pipeline(transaction=False)
             for handle in handles:
                 pipe.hget(store._key(handle), "header")
             for handle, raw in zip(handles, pipe.execute(), strict=True):
+                self._raw[handle] = raw
                 try:
                     self._read[handle] = store._parsed(raw)
                 except UnknownStateError as e:
@@ -208,30 +181,43 @@ class _RedisTransaction:
         behind = lineage.steps_behind(heads, stored.version, cached.version, cached.head)
         return (None, False) if behind is None else (cached, behind == 0)
 
+    def _fields(self, handles: Sequence[str], names: Sequence[Sequence[str]]) -> list[list]:
+        """The `names` fields of each object (one round trip), of the version its header showed
+        after the WATCH: StateConflictError if an object moved on since, UnknownStateError if
+        it expired."""
+        pipe = self._store._client.pipeline(transaction=False)
+        for handle, fields in zip(handles, names, strict=True):
+            pipe.hmget(self._store._key(handle), ["header", *fields])
+        with self._store._reported():
+            replies = pipe.execute() if handles else []
+        for handle, (header, *values) in zip(handles, replies, strict=True):
+            if header is None:
+                raise UnknownStateError(unknown_state_message())  # expired while we read it
+            if header != self._raw[handle]:
+                raise StateConflictError(conflict_message())  # moved on: read it again
+            if None in values:  # the header lists them, and commits are atomic: lost
+                raise UnknownStateError(unknown_state_message())
+        return [values for _, *values in replies]
+
     def states(self, handles: Sequence[str]) -> dict[str, TrackedObject]:
         """Restored from this replica's copy where it has one, reading only the fields it lacks
         (all objects' reads in one round trip; none when every copy is current). The last shape
         comes from a current copy or stays None: `last_shapes` reads it where it is needed."""
         store, plans = self._store, []
-        pipe = store._client.pipeline(transaction=False)
         for handle in handles:
             stored, names, _ = self._read[handle]  # type: ignore[misc]
             cached, current = self._copy(handle)
             copies = {} if cached is None else cached.fields
             have = {n: copies[n] for n in names if n in copies}
             unread = [n for n in names if n not in have]
-            if unread:
-                pipe.hmget(store._key(handle), unread)
             plans.append((handle, stored, have, unread, cached.last_shape if current else None))
-        with store._reported():
-            replies = iter(pipe.execute() if len(pipe) else [])
-        states = {}
+        reading = [plan for plan in plans if plan[3]]
+        read = self._fields([plan[0] for plan in reading], [plan[3] for plan in reading])
+        values = {plan[0]: v for plan, v in zip(reading, read, strict=True)}
+        states, device = {}, store._engine.device
         for handle, stored, have, unread, last in plans:
-            values = next(replies) if unread else []
-            if None in values:
-                raise UnknownStateError(unknown_state_message())  # expired while we read it
-            device = store._engine.device
-            fields = have | {n: _decoded(v, device) for n, v in zip(unread, values, strict=True)}
+            read = zip(unread, values.get(handle, []), strict=True)
+            fields = have | {n: decoded(v, device) for n, v in read}
             state = store._restored(stored.version + stored.offset, fields)
             states[handle] = TrackedObject(
                 state, stored.shape_type, stored.width, stored.height, last_shape=last
@@ -239,7 +225,7 @@ class _RedisTransaction:
         return states
 
     def last_shapes(self, handles: Sequence[str]) -> dict[str, Shape | None]:
-        store, shapes, unread = self._store, {}, []
+        shapes, unread = {}, []
         for handle in handles:
             self.stored(handle)  # raises for an unknown object
             cached, current = self._copy(handle)
@@ -247,59 +233,63 @@ class _RedisTransaction:
                 shapes[handle] = cached.last_shape
             else:
                 unread.append(handle)
-        if unread:
-            pipe = store._client.pipeline(transaction=False)
-            for handle in unread:
-                pipe.hget(store._key(handle), "last")
-            with store._reported():
-                shapes.update(zip(unread, map(_shape_of, pipe.execute()), strict=True))
+        lasts = self._fields(unread, [["last"]] * len(unread)) if unread else []
+        shapes.update((h, shape_of(last)) for h, (last,) in zip(unread, lasts, strict=True))
         return shapes
 
     def commit(self, records: dict[str, Record]) -> None:
+        """As `Transaction.commit`; a copy of each record is cached once Redis holds it, never
+        before. A lost connection whose EXEC ran (only its reply was lost) is a commit."""
         store, pipe = self._store, self._watching
         written = {}
         try:
             with store._reported():
                 pipe.multi()
                 for handle, record in records.items():
-                    key = store._key(handle)
-                    tensors = tensor_fields(record.tracked.object_state)
-                    read = self._read.get(handle)
-                    read = None if isinstance(read, UnknownStateError) else read
-                    before = set() if read is None else set(read[1])
-                    new = {n: _encoded(t) for n, t in tensors.items() if n not in before}
-                    heads = lineage.extended(
-                        [] if read is None else read[2], record.stored.version, record.stored.digest
-                    )
-                    header = store._header(record.stored, tensors.keys(), heads)
-                    last = _shape_json(record.tracked.last_shape)
-                    pipe.hset(key, mapping={"header": header, "last": last, **new})
-                    if gone := sorted(before - tensors.keys()):
-                        pipe.hdel(key, *gone)
-                    pipe.expire(key, store._ttl)
-                    written[handle] = (record, tensors, heads[0])
+                    written[handle] = self._queued(pipe, handle, record)
                 pipe.execute()
         except redis.WatchError as e:
-            raise StateConflictError(conflict_message()) from e
+            if not connection_lost(e):
+                raise StateConflictError(conflict_message()) from e
+            if not self._were_written(written):
+                raise StoreConnectionLostError(connection_lost_message(store.describe())) from e
         for handle, (record, tensors, head) in written.items():
             last = record.tracked.last_shape
             store.cache.put(handle, record.stored.version, head, tensors, last)
 
+    def _queued(
+        self, pipe: redis.client.Pipeline, handle: str, record: Record
+    ) -> tuple[Record, dict[str, torch.Tensor], str]:
+        """Queue the record's writes; (record, its tensors, its lineage head)."""
+        store, key = self._store, self._store._key(handle)
+        tensors = tensor_fields(record.tracked.object_state)
+        read = self._read.get(handle)
+        read = None if isinstance(read, UnknownStateError) else read
+        before = set() if read is None else set(read[1])
+        new = {n: encoded(t) for n, t in tensors.items() if n not in before}
+        heads = lineage.extended(
+            [] if read is None else read[2], record.stored.version, record.stored.digest
+        )
+        header = store._header(record.stored, tensors.keys(), heads)
+        last = shape_json(record.tracked.last_shape)
+        pipe.hset(key, mapping={"header": header, "last": last, **new})
+        if gone := sorted(before - tensors.keys()):
+            pipe.hdel(key, *gone)
+        pipe.expire(key, store._ttl)
+        return record, tensors, heads[0]
 
-@contextlib.contextmanager
-def _reported(where: str) -> Iterator[None]:
-    """Turns Redis failures into StoreUnavailableError naming the server, never a crash."""
-    try:
-        yield
-    except redis.WatchError:
-        raise
-    except redis.AuthenticationError as e:
-        raise StoreUnavailableError(
-            f"Redis at {where} refused to authenticate us ({e}); check "
-            "CVAT_FUNCTIONS_REDIS_PASSWORD."
-        ) from e
-    except redis.RedisError as e:
-        raise StoreUnavailableError(
-            f"The tracking-state store, Redis at {where}, cannot be used ({e}); check that it "
-            "runs and that CVAT_FUNCTIONS_REDIS_HOST and CVAT_FUNCTIONS_REDIS_PORT point to it."
-        ) from e
+    def _were_written(self, written: dict[str, tuple[Record, object, str]]) -> bool:
+        """Whether the store holds every record's version (MULTI/EXEC wrote all or none)."""
+        pipe = self._store._client.pipeline(transaction=False)
+        for handle in written:
+            pipe.hget(self._store._key(handle), "header")
+        with self._store._reported():
+            raws = pipe.execute()
+        for (record, _, head), raw in zip(written.values(), raws, strict=True):
+            try:
+                stored, _, heads = self._store._parsed(raw)
+            except UnknownStateError:
+                return False
+            if lineage.steps_behind(heads, stored.version, record.stored.version, head) is None:
+                return False
+        return True

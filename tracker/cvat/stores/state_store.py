@@ -60,6 +60,12 @@ class StoreUnavailableError(RuntimeError):
     """The store cannot be reached; the message names it (an operator's problem, not the user's)."""
 
 
+class StoreConnectionLostError(StoreUnavailableError):
+    """The connection a transaction watched its objects on was lost during its commit, and what
+    it was to write is not in the store: nothing of the request was saved, so running it again
+    is safe and is the remedy (a transient fault, not a conflict with another request)."""
+
+
 def new_handle() -> str:
     return secrets.token_urlsafe(_HANDLE_BYTES)
 
@@ -90,6 +96,14 @@ def conflict_message() -> str:
     return (
         "This object was tracked by another request at the same time; no object of this request "
         "was changed. Track each object from one place at a time, and run the tracker again."
+    )
+
+
+def connection_lost_message(where: str) -> str:
+    return (
+        f"The connection to the tracking-state store ({where}) was lost while this step was "
+        "being saved; the step was not saved (no object of this request was changed). Run it "
+        "again: the tracker on this frame, from the same state."
     )
 
 
@@ -137,14 +151,19 @@ class Transaction(Protocol):
 
     def states(self, handles: Sequence[str]) -> dict[str, TrackedObject]:
         """Copies of the objects' states at their stored versions, to be stepped; a store may
-        leave `last_shape` None where reading it costs (`last_shapes` reads it when needed)."""
+        leave `last_shape` None where reading it costs (`last_shapes` reads it when needed).
+        Raises StateConflictError when an object moved on since `stored` read it (what was read
+        then is gone: a conflict, to be read again, never an expired state)."""
 
     def last_shapes(self, handles: Sequence[str]) -> dict[str, Shape | None]:
-        """The shapes the objects' stored versions answered."""
+        """The shapes the objects' stored versions answered (those of the very versions
+        `stored` gives, even where nothing is committed after); raises StateConflictError when
+        an object moved on since."""
 
     def commit(self, records: dict[str, Record]) -> None:
         """Write every record (new objects and stepped ones) or none: raises
-        StateConflictError if an object read by this transaction changed since."""
+        StateConflictError if an object read by this transaction changed since, and
+        StoreConnectionLostError if the store's connection was lost and nothing was written."""
 
 
 class StateStore(Protocol):
