@@ -70,7 +70,7 @@ test('cancelled mid-run: nothing changes', async () => {
 
 for (const [name, fault, expected] of [
     ['the function\'s 4xx (states it does not know)', { kind: 'forget' }, /frame 2; nothing was saved.*Run the action again from this frame.*CVAT answered 4\d\d/s],
-    ['a 5xx', { kind: 'status', status: 503, message: 'Redis down' }, /frame 2; nothing was saved.*Redis down, out of GPU memory.*CVAT answered 503/s],
+    ['a 5xx', { kind: 'status', status: 503, message: 'Redis down' }, /frame 2; nothing was saved.*connection to Redis was lost, Redis down, out of GPU memory.*Run the action again from this frame; if it fails again, check the function.*CVAT answered 503/s],
     ['a dropped connection', { kind: 'drop' }, /frame 2; nothing was saved\. CVAT could not be reached/],
     ['a malformed answer', { kind: 'malformed' }, /frame 2; nothing was saved\. The function answered 2 shapes and 3 states/],
 ]) {

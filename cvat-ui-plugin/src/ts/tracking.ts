@@ -50,8 +50,9 @@ const STATUS_ADVICE: Record<number, string> = {
     500: 'The SAM2 tracker failed internally; its log (docker logs of the Nuclio function) has '
         + 'the details.',
     502: 'The SAM2 proxy cannot reach its tracking server; check SAM2_SERVER_URL and the server.',
-    503: 'The SAM2 tracker or CVAT cannot serve requests now (Redis down, out of GPU memory or '
-        + 'the function not running). Check the function, then run the action again.',
+    503: 'The SAM2 tracker or CVAT could not serve the request (its connection to Redis was lost, '
+        + 'Redis down, out of GPU memory or the function not running). Run the action again from '
+        + 'this frame; if it fails again, check the function.',
     504: 'The SAM2 tracker took too long to answer. Track fewer objects at once or use a smaller '
         + 'SAM2_IMAGE_SIZE, then run the action again.',
 };

@@ -70,6 +70,9 @@ class LambdaTracker:
         return answered(lambda: self.track(request_object(body)))
 
     def track(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Step or start the request's objects, or answer a repeat as the first time. A conflict
+        (a commit of one of its objects met while reading or committing) is tried once more as
+        a repeat; `StoreConnectionLostError` (nothing saved, 503) is never taken for one."""
         checked = tracker_request(request, self.tracker.options.limits)
         image = checked.image
         continued = {i: parse_token(s) for i, s in enumerate(checked.states) if s is not None}
@@ -82,8 +85,9 @@ class LambdaTracker:
         except StaleStateError:
             raise
         except StateConflictError as conflict:
-            # Something committed first. If it was this very request (sent twice at once), its
-            # objects are now one version on, stepped onto this frame: answer as it was answered.
+            # Something committed first. If it was this very request (sent twice at once, or the
+            # original of this retry committing while it read), its objects are now one version
+            # on, stepped onto this frame: answer as it was answered.
             try:
                 answers = self._attempt(image, digest, work, continued, may_step=False)
             except StateConflictError:
