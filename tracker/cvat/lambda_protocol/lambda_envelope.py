@@ -204,8 +204,8 @@ class TrackerRequest(NamedTuple):
     starts: dict[int, tuple[Shape, bool]]
     image: PIL.Image.Image
     data: bytes
-    again: dict[int, Shape] = {}
-    frames: dict[int, int] = {}
+    again: dict[int, Shape]
+    frames: dict[int, int]
 
 
 def shape_frame(raw: object) -> int | None:
