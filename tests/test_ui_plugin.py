@@ -25,7 +25,7 @@ from tracker.cvat.lambda_protocol.services import build_tracker
 from tracker.devtools.lambda_standin import LambdaStandIn
 
 PLUGIN = Path(__file__).parent.parent / "cvat-ui-plugin"
-PROMPT_FRAMES = (0, 4)
+PROMPT_FRAMES = (0, 4, 8)
 
 
 def _npm(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
@@ -71,13 +71,15 @@ def node_run(standin, tmp_path_factory):
     """`npm test` once for the module: the plugin's Node tests, with what they committed."""
     results = tmp_path_factory.mktemp("plugin-results")
     run = _npm("test", env={"STANDIN_URL": standin.url, "RESULTS_DIR": str(results)})
+    (results / "npm-test.out").write_text(run.stdout + run.stderr)  # the whole log, to read
     return run, results
 
 
 def test_node_tests_pass(node_run):
-    run, _ = node_run
+    run, results = node_run
     failed = [line for line in run.stdout.splitlines() if line.lstrip().startswith("not ok")]
-    assert run.returncode == 0, "\n".join(failed) + "\n" + run.stdout[-8000:] + run.stderr[-4000:]
+    whole = f"(the whole log: {results / 'npm-test.out'})"
+    assert run.returncode == 0, "\n".join([*failed, whole, run.stdout[-8000:] + run.stderr[-4000:]])
     assert "# fail 0" in run.stdout and "# pass 0" not in run.stdout, run.stdout[-2000:]
 
 
@@ -98,11 +100,8 @@ def test_npm_test_runs_every_test_file_whatever_fails(tmp_path):
     assert (tmp_path / "b-ran").exists(), "the file after a failing one still ran"
 
 
-@pytest.mark.parametrize("name", ["forward", "backward"])
-def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, video, name):
-    """What the plugin committed through CVAT's endpoint equals the Nuclio tracker's answers
-    when it is called directly with the frames one by one (legacy-free typed shapes)."""
-    recorded = json.loads((node_run[1] / f"{name}.json").read_text())
+def _direct(lambda_tracker, video):
+    """The Nuclio tracker called directly on the video's frames: (frame, shapes, states)."""
 
     def call(frame: int, shapes_: list | None, states: list | None) -> dict:
         image = base64.b64encode(video.frames[frame].read_bytes()).decode()
@@ -112,6 +111,17 @@ def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, vid
         assert status == 200, answer
         return answer
 
+    return call
+
+
+@pytest.mark.parametrize("name", ["forward", "backward"])
+def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, video, name):
+    """What the plugin committed through CVAT's endpoint equals the Nuclio tracker's answers
+    when it is called directly with the frames one by one (legacy-free typed shapes)."""
+    recorded = json.loads((node_run[1] / f"{name}.json").read_text())
+
+    call = _direct(lambda_tracker, video)
+
     states = call(recorded["start"], recorded["prompts"], None)["states"]
     direct = []
     for frame in recorded["frames"]:
@@ -119,6 +129,30 @@ def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, vid
         states = answer["states"]
         direct.append([shape["points"] for shape in answer["shapes"]])
     assert direct == recorded["tracked"]
+
+
+def test_conditioned_run_equals_the_tracker_prompted_on_both(node_run, lambda_tracker, video):
+    """A run from a corrected keyframe (earlier.test.mjs) committed what the Nuclio tracker
+    answers when called directly with the earlier keyframe as a start, the correction as a
+    prompt again beside its state, then states only: the plugin conditioned on both."""
+    recorded = json.loads((node_run[1] / "conditioned.json").read_text())
+
+    call = _direct(lambda_tracker, video)
+
+    def walked(states: list) -> list:
+        tracked = []
+        for frame in recorded["frames"]:
+            answer = call(frame, None, states)
+            states = answer["states"]
+            tracked.append([shape["points"] for shape in answer["shapes"]])
+        return tracked
+
+    (earlier,) = recorded["earlier"]
+    states = call(earlier["frame"], earlier["shapes"], [None])["states"]
+    conditioned = walked(call(recorded["start"], recorded["prompts"], states)["states"])
+    assert conditioned == recorded["tracked"]
+    restarted = walked(call(recorded["start"], recorded["prompts"], [None])["states"])
+    assert restarted != conditioned, "a restart tracks otherwise, so this comparison can tell"
 
 
 def test_plugin_recognises_every_tracker_function_file():

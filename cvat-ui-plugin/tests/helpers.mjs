@@ -5,10 +5,10 @@ import path from 'node:path';
 
 import { Job, makeCore } from './core-double.mjs';
 import {
-    ACTION_NAME, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS, forgetAll, setUp,
+    ACTION_NAME, CONDITION, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS, forgetAll, setUp,
 } from '../dist/plugin.mjs';
 
-export { ACTION_NAME, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS };
+export { ACTION_NAME, CONDITION, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS };
 export const BASE_URL = process.env.STANDIN_URL;
 if (!BASE_URL) throw new Error('STANDIN_URL is not set: run these tests through `python -m pytest`');
 
@@ -56,16 +56,20 @@ export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'],
 /**
  * The actions modal's Run with nothing selected (core.actions.run, frameFrom = frameTo = the
  * current frame for a collection action). `cancelAfter`: the user presses Cancel once "frame n
- * of" has been reported. `direction`: the one towards the target unless given.
+ * of" has been reported (`cancelWhen`: once a message it accepts has). `direction`: the one
+ * towards the target unless given.
  */
 export async function runAction(core, action, job, frame, target, {
-    toTracks = true, cancelAfter = null, fn = null, direction = null, filters = [],
+    toTracks = true, cancelAfter = null, fn = null, direction = null, filters = [], condition = true,
+    cancelWhen = null,
 } = {}) {
     const progress = [];
-    const cancelled = () => cancelAfter !== null && progress.some(([message]) => message.includes(`frame ${cancelAfter} of`));
+    const stop = cancelWhen ?? ((message) => cancelAfter !== null && message.includes(`frame ${cancelAfter} of`));
+    const cancelled = () => progress.some(([message]) => stop(message));
     const parameters = {
         [DIRECTION]: direction ?? (target >= frame ? 'forward' : 'backward'),
-        [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks), ...(fn ? { [FUNCTION]: fn } : {}),
+        [TARGET_FRAME]: String(target), [TO_TRACKS]: String(toTracks), [CONDITION]: String(condition),
+        ...(fn ? { [FUNCTION]: fn } : {}),
     };
     await core.actions.run(job, action, parameters,
         frame, frame, filters, (message, percent) => progress.push([message, percent]), cancelled);

@@ -65,7 +65,7 @@ test('issue 25 item 7: a backward re-run replaces the old automatic keyframes be
     const [after] = job.store.tracks;
     assert.deepEqual(keyframes(after), [0, 1, 2, 3, 4], 'one keyframe per frame');
     assert.deepEqual(marked(after), [2, 3, 4], 'frames 0 and 1 replaced');
-    assert.deepEqual((await info()).order, [2, 1, 0]);
+    assert.deepEqual((await info()).order, [4, 2, 1, 0], 'the first keyframe (4) conditions the backward run');
 });
 
 test('rotation is kept on tracks and on shapes', async () => {

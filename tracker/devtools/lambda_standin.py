@@ -15,7 +15,9 @@ It serves what cvat-core's `core.lambda.list()` and `core.lambda.call()` reach, 
 
 The function is our real tracker service (`tracker.cvat.lambda_protocol.services.build_tracker`),
 called in process through `LambdaTracker.handle`, as the Nuclio entry point calls it. Requests are
-counted per frame. For the plugin's failure paths, `faults` makes the next request for a frame fail
+counted per frame, and each is noted (`calls`: its frame, each shape's type and `frame`, whether
+each object came with a state), so that tests see which requests started or prompted objects
+again. For the plugin's failure paths, `faults` makes the next request for a frame fail
 as a deployment can: states the function does not know (it answers its own 4xx), an error status
 (5xx), a dropped connection, a malformed answer, or (random weights never lose an object) an answer
 that marks objects outside. It also serves a folder of static files under `/page/` (the browser
@@ -99,6 +101,7 @@ class LambdaStandIn(LoopbackServer):
         self.signer = TimestampSigner(secrets.token_bytes(32), f"cvat-tracker-state:{FUNCTION_ID}")
         self.requests: collections.Counter[int] = collections.Counter()
         self.order: list[int] = []  # the frames of the requests, as they came
+        self.calls: list[dict[str, Any]] = []  # what each request carried, as they came
         self.faults: dict[int, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}  # what the tests want the page to know (shapes, sizes)
         self._lock = threading.Lock()
@@ -124,6 +127,7 @@ class LambdaStandIn(LoopbackServer):
         with self._lock:
             self.requests[frame] += 1
             self.order.append(frame)
+            self.calls.append(_noted(frame, data))
             fault = self.faults.pop(frame, None)
         try:
             states = [
@@ -160,6 +164,19 @@ class LambdaStandIn(LoopbackServer):
         return 200, answer
 
 
+def _noted(frame: int, data: dict[str, Any]) -> dict[str, Any]:
+    """A request as the tests read it: no points, no states, only what says what it asks."""
+    shapes = data.get("shapes") or []
+    return {
+        "frame": frame,
+        "shapes": [
+            {"type": s.get("type"), "frame": s.get("frame")} if isinstance(s, dict) else s
+            for s in shapes
+        ],
+        "states": [s is not None for s in data.get("states") or []],
+    }
+
+
 class _Handler(StandInHandler):
     server_state: LambdaStandIn
 
@@ -171,8 +188,10 @@ class _Handler(StandInHandler):
         if path == "/standin/info":
             with standin._lock:
                 requests, order = dict(standin.requests), list(standin.order)
+                calls = list(standin.calls)
             described = {"frames": len(standin.frames), "taskId": TASK_ID, "jobId": JOB_ID}
-            return self._json({**described, "requests": requests, "order": order, **standin.extra})
+            noted = {"requests": requests, "order": order, "calls": calls}
+            return self._json({**described, **noted, **standin.extra})
         if path.startswith("/frames/"):
             index = int(path.rsplit("/", 1)[1])
             return self._send(standin.frames[index].read_bytes(), "image/jpeg")
@@ -206,6 +225,7 @@ class _Handler(StandInHandler):
             with standin._lock:
                 standin.requests.clear()
                 standin.order.clear()
+                standin.calls.clear()
                 standin.faults.clear()
             return self._json({})
         return self._json({"detail": "Not found."}, 404)

@@ -7,7 +7,9 @@
 // returns nothing or throws before returning, so it changes nothing; what it returns is planned
 // and checked in full first (plan.ts). The modal keeps parameters between openings and jobs
 // (annotations-actions-modal.tsx), so the direction is a parameter of its own, checked against
-// the target frame, never guessed from a target left from an earlier run.
+// the target frame, never guessed from a target left from an earlier run. A run from the user's
+// keyframe conditions SAM2 on the object's earlier manual keyframes too (earlier.ts), unless
+// "Condition on earlier keyframes" is off.
 
 import type {
     BaseCollectionActionClass, Collection, CollectionActionInput,
@@ -15,6 +17,7 @@ import type {
     SessionLike, ShapeKind, ActionParameters, Sam2TrackerActionLike,
 } from './cvat-types';
 import { remember } from './automatic';
+import { earlierFrames } from './earlier';
 import { keyframeAt, plan } from './plan';
 import { TrackingError, framesToWalk, walk, type PromptShape } from './tracking';
 
@@ -24,6 +27,7 @@ export const FORWARD = 'forward';
 export const BACKWARD = 'backward';
 export const TARGET_FRAME = 'Target frame';
 export const TO_TRACKS = 'Convert shapes to tracks';
+export const CONDITION = 'Condition on earlier keyframes';
 export const FUNCTION = 'Function';
 export const TRACKED_TYPES: readonly string[] = ['rectangle', 'polygon', 'mask'];
 
@@ -52,7 +56,9 @@ async function frameList(instance: SessionLike): Promise<number[]> {
 }
 
 /** The checked parameters (cvat-core's prepareActionParameters gives NaN for a number it lacks). */
-function checkedParameters(parameters: Record<string, string | number>): { target: number; direction: string; toTracks: boolean } {
+function checkedParameters(parameters: Record<string, string | number>): {
+    target: number; direction: string; toTracks: boolean; condition: boolean;
+} {
     const target = Number(parameters[TARGET_FRAME]);
     if (!Number.isInteger(target) || target < 0) {
         throw new TrackingError(`SAM2 tracking did not start; nothing was saved. "${TARGET_FRAME}" is `
@@ -63,7 +69,10 @@ function checkedParameters(parameters: Record<string, string | number>): { targe
         throw new TrackingError(`SAM2 tracking did not start; nothing was saved. "${DIRECTION}" is `
             + `${direction}: choose ${FORWARD} or ${BACKWARD}.`);
     }
-    return { target, direction, toTracks: String(parameters[TO_TRACKS]) === 'true' };
+    return {
+        target, direction, toTracks: String(parameters[TO_TRACKS]) === 'true',
+        condition: String(parameters[CONDITION] ?? 'true') === 'true',
+    };
 }
 
 /** Build the action class on cvat-core's own BaseCollectionAction (from `core.classes`). */
@@ -76,6 +85,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
         #target = 0;
         #direction = FORWARD;
         #toTracks = true;
+        #condition = true;
         #model: MLModelLike | null = null;
 
         constructor(models: MLModelLike[]) {
@@ -101,6 +111,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                     defaultValue: ({ instance }) => String(lastFrame(instance)),
                 },
                 [TO_TRACKS]: { type: 'checkbox', values: ['true', 'false'], defaultValue: 'true' },
+                [CONDITION]: { type: 'checkbox', values: ['true', 'false'], defaultValue: 'true' },
             };
             if (this.#models.length > 1) {
                 parameters[FUNCTION] = {
@@ -115,7 +126,9 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
 
         public async init(instance: SessionLike, parameters: Record<string, string | number>): Promise<void> {
             this.#instance = instance;
-            ({ target: this.#target, direction: this.#direction, toTracks: this.#toTracks } = checkedParameters(parameters));
+            ({
+                target: this.#target, direction: this.#direction, toTracks: this.#toTracks, condition: this.#condition,
+            } = checkedParameters(parameters));
             const chosen = parameters[FUNCTION];
             this.#model = this.#models.find((model) => model.id === chosen) ?? this.#models[0];
         }
@@ -154,7 +167,8 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                     + `${this.#direction} but "${TARGET_FRAME}" ${target} is ${target === start ? 'the current frame' : (forward ? 'before' : 'after')} `
                     + `${start}: choose a target ${forward ? 'after' : 'before'} the current frame or the other direction.`);
             }
-            const frames = framesToWalk(start, target, await frameList(instance));
+            const jobFrames = await frameList(instance);
+            const frames = framesToWalk(start, target, jobFrames);
             const states = await instance.annotations.get(start, false, []);
             const byID = new Map(states.map((state) => [state.clientID, state]));
             const candidates = [...input.collection.shapes, ...input.collection.tracks]
@@ -169,6 +183,14 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             const prompts: PromptShape[] = objects.map(({ state }) => ({
                 type: state!.shapeType as ShapeKind, points: [...state!.points!],
             }));
+            const exported = instance.annotations.export ? await instance.annotations.export() : null;
+            const isDeleted = async (frame: number): Promise<boolean> => (await instance.frames.get(frame)).deleted;
+            const ofJob = new Set(jobFrames);
+            const earlier = this.#condition ? await earlierFrames({
+                jobID: instance.id, start, forward, shapes: exported?.shapes ?? [],
+                usable: async (frame) => ofJob.has(frame) && !(await isDeleted(frame)),
+                objects: objects.map(({ object }, index) => ({ object, type: prompts[index].type })),
+            }) : [];
             const taskID = instance.taskId ?? instance.id;
             const results = await walk({
                 call: (args) => core.lambda.call(taskID, model, {
@@ -176,8 +198,9 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                 }),
                 startFrame: start,
                 frames,
-                isDeleted: async (frame) => (await instance.frames.get(frame)).deleted,
+                isDeleted,
                 objects: prompts,
+                earlier,
                 cancelled: input.cancelled,
                 onProgress: input.onProgress,
             });
@@ -188,7 +211,6 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                     if (state.lock && state.clientID !== null) locked.add(state.clientID);
                 }
             }
-            const exported = instance.annotations.export ? await instance.annotations.export() : null;
             const { created, deleted, written } = plan({
                 jobID: instance.id, start, target, toTracks: this.#toTracks, locked,
                 objects: objects.map(({ object, state }) => ({ object, points: [...state!.points!] })),

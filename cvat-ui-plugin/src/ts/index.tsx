@@ -148,7 +148,8 @@ if (typeof window !== 'undefined') {
 
 // For the plugin's tests (the bundle cvat-ui loads ignores them).
 export {
-    ACTION_NAME, BACKWARD, DIRECTION, FORWARD, FUNCTION, TARGET_FRAME, TO_TRACKS, makeActionClass,
+    ACTION_NAME, BACKWARD, CONDITION, DIRECTION, FORWARD, FUNCTION, TARGET_FRAME, TO_TRACKS, makeActionClass,
 } from './action';
+export { EARLIER_KEYFRAMES } from './earlier';
 export { forgetAll } from './automatic';
 export { checkedAnswer, failureMessage, framesToWalk, walk } from './tracking';

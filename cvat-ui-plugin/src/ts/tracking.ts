@@ -5,6 +5,9 @@
 // unsigned again) and hands back `{shapes, states, ...}` with the states signed. States are
 // opaque here: what one answer gives is what the next request sends. Our tracker also answers
 // `outside` (true where SAM2 sees no object on the frame; `shapes` then repeats the last one).
+// Every start shape carries its `frame`; a shape with its `frame` beside the object's state
+// prompts that object again there (the README's "Prompting an object again"), which is how the
+// walk conditions SAM2 on a track's earlier keyframes before it starts walking.
 
 import type { ShapeKind } from './cvat-types';
 
@@ -16,6 +19,12 @@ export interface PromptShape {
 export interface ObjectOnFrame {
     points: number[];
     outside: boolean;
+}
+
+/** The objects prompted on one earlier frame: `objects[index]` drawn there as `shape`. */
+export interface EarlierFrame {
+    frame: number;
+    prompts: { index: number; shape: PromptShape }[];
 }
 
 export interface FrameResult {
@@ -31,6 +40,12 @@ export interface WalkOptions {
     frames: number[];
     isDeleted(frame: number): Promise<boolean>;
     objects: PromptShape[];
+    /**
+     * Earlier keyframes to condition on first, one request per frame in walking order (farthest
+     * first), each with the objects prompted there (by index into `objects`). Each object is
+     * started on its first such frame and prompted again on its later ones and on `startFrame`.
+     */
+    earlier?: EarlierFrame[];
     cancelled(): boolean;
     onProgress(message: string, percent: number): void;
 }
@@ -104,10 +119,9 @@ export function checkedAnswer(answer: unknown, count: number, frame: number): {
     return { objects, states };
 }
 
-async function called(options: WalkOptions, frame: number, states: unknown[]): Promise<unknown> {
-    // A continued object needs no shape: null, as newer CVATs' AI Tools send (CVAT passes
-    // `shapes` on as given, so one entry per state keeps the lists of equal length).
-    const shapes = options.objects.map((shape, index) => (states[index] === null ? shape : null));
+async function called(
+    options: WalkOptions, frame: number, shapes: (PromptShape | null)[], states: unknown[],
+): Promise<unknown> {
     try {
         return await options.call({ frame, shapes, states });
     } catch (error) {
@@ -115,9 +129,37 @@ async function called(options: WalkOptions, frame: number, states: unknown[]): P
     }
 }
 
+/** A prompt on `frame`: the shape with its frame number (a start, or beside a state a prompt again). */
+function framed(shape: PromptShape, frame: number): PromptShape & { frame: number } {
+    return { type: shape.type, points: [...shape.points], frame };
+}
+
 /**
- * Start every object on the start frame, then step them all frame by frame, one request per
- * frame. Returns each tracked frame's objects, or null when cancelled (between frames).
+ * Condition on the earlier keyframes (one request per frame, only the objects prompted there),
+ * then prompt every object on the start frame: the states to walk on, or null when cancelled.
+ */
+async function prompted(options: WalkOptions): Promise<unknown[] | null> {
+    const { objects, startFrame } = options;
+    const earlier = options.earlier ?? [];
+    const states: unknown[] = objects.map(() => null);
+    for (const [number, { frame, prompts }] of earlier.entries()) {
+        if (options.cancelled()) return null;
+        options.onProgress(`SAM2: conditioning on earlier keyframes: frame ${frame} `
+            + `(${number + 1} of ${earlier.length}, ${prompts.length} object(s))`, 0);
+        const answer = await called(options, frame, prompts.map(({ shape }) => framed(shape, frame)),
+            prompts.map(({ index }) => states[index]));
+        checkedAnswer(answer, prompts.length, frame).states.forEach((state, at) => { states[prompts[at].index] = state; });
+    }
+    options.onProgress(`SAM2: starting ${objects.length} object(s) on frame ${startFrame}`, 0);
+    if (options.cancelled()) return null;
+    const started = await called(options, startFrame, objects.map((shape) => framed(shape, startFrame)), states);
+    return checkedAnswer(started, objects.length, startFrame).states;
+}
+
+/**
+ * Condition on the earlier keyframes, start (or prompt again) every object on the start frame,
+ * then step them all frame by frame, one request per frame. Returns each tracked frame's
+ * objects, or null when cancelled (between requests).
  */
 export async function walk(options: WalkOptions): Promise<FrameResult[] | null> {
     const count = options.objects.length;
@@ -126,17 +168,18 @@ export async function walk(options: WalkOptions): Promise<FrameResult[] | null> 
         if (!(await options.isDeleted(frame))) kept.push(frame);
     }
     const total = kept.length;
-    options.onProgress(`SAM2: starting ${count} object(s) on frame ${options.startFrame}`, 0);
-    if (options.cancelled()) return null;
-    const started = await called(options, options.startFrame, options.objects.map(() => null));
-    let { states } = checkedAnswer(started, count, options.startFrame);
+    let states = await prompted(options);
+    if (states === null) return null;
+    // A continued object needs no shape: null, as newer CVATs' AI Tools send (CVAT passes
+    // `shapes` on as given, so one entry per state keeps the lists of equal length).
+    const continued = options.objects.map(() => null);
     const results: FrameResult[] = [];
     for (const [index, frame] of kept.entries()) {
         // Yield to the browser so that the modal's Cancel is seen between frames.
         await new Promise((resolve) => { setTimeout(resolve); });
         if (options.cancelled()) return null;
         options.onProgress(`SAM2: frame ${index + 1} of ${total} (frame ${frame})`, Math.floor((100 * index) / Math.max(total, 1)));
-        const answer = checkedAnswer(await called(options, frame, states), count, frame);
+        const answer = checkedAnswer(await called(options, frame, continued, states), count, frame);
         states = answer.states;
         results.push({ frame, objects: answer.objects });
     }
