@@ -127,3 +127,20 @@ def test_redis_keeps_every_prompted_frame_where_it_was(redis_server, tiny_model,
             assert torch.equal(a.obj_ptr, b.obj_ptr)
             assert torch.equal(a.maskmem_features, b.maskmem_features)
     assert [e.frame_idx for e in restored.conditioning] == [0, 5]
+
+
+def test_max_conditioning_frames_bounds_the_prompted_frames_an_object_keeps(
+    environment, tiny_checkpoint, video
+):
+    """`SAM2_MAX_CONDITIONING_FRAMES=2` reaches the engine: prompted on 0, 3 and 6, an object
+    keeps frames 3 and 6 (4 by default would keep all three)."""
+    environment.setenv("SAM2_MAX_CONDITIONING_FRAMES", "2")
+    function = NuclioFunction("tracker")
+    states = _call(function, video, 0, [_mask_shape(video, 0)], None)["states"]
+    for frame in (3, 6):
+        states = _call(function, video, frame, [_mask_shape(video, frame)], states)["states"]
+    handle = states[0].split(".")[0]
+    with function.context.user_data.service.store.transaction([handle]) as tx:
+        assert tx.stored(handle).prompt_frame == 6
+        state = tx.states([handle])[handle].object_state
+    assert [entry.frame_idx for entry in state.conditioning] == [3, 6]
