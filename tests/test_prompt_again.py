@@ -144,3 +144,22 @@ def test_max_conditioning_frames_bounds_the_prompted_frames_an_object_keeps(
         assert tx.stored(handle).prompt_frame == 6
         state = tx.states([handle])[handle].object_state
     assert [entry.frame_idx for entry in state.conditioning] == [3, 6]
+
+
+@pytest.mark.parametrize(
+    ("sent", "status", "fragment"),
+    [(0, 409, "older than the one stored"), (2, 404, "unknown or expired")],
+)
+def test_prompting_again_checks_the_version_as_a_step_does(
+    environment, tiny_checkpoint, video, sent, status, fragment
+):
+    """A prompt again beside an older version of the object is stale (409), beside a version
+    never given out unknown (404), as the same state sent to be stepped is answered."""
+    function = NuclioFunction("tracker")
+    started = _call(function, video, FIRST, [_mask_shape(video, FIRST)], None)["states"]
+    handle = started[0].split(".")[0]
+    assert _call(function, video, 1, None, started)["states"] == [f"{handle}.1"]
+    state = [f"{handle}.{sent}"]
+    for shapes_ in ([_mask_shape(video, AGAIN)], None):  # prompted again, then stepped
+        code, answer = function.call(tracker_body(video.frames[AGAIN], shapes_, state))
+        assert code == status and fragment in answer["message"], answer
