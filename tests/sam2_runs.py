@@ -168,6 +168,17 @@ def engine_prompted_masks(
     return masks
 
 
+def assert_masks_agree(upstream: list[list[np.ndarray]], ours: list[list[np.ndarray]]) -> None:
+    """Per frame, one mask per object: IoU of at least 0.999 each, upstream's first object never
+    lost (a comparison of empty masks would prove nothing)."""
+    assert len(upstream) == len(ours)
+    assert all(frame[0].any() for frame in upstream), "upstream lost the object: proves nothing"
+    for index, (a, b) in enumerate(zip(upstream, ours, strict=True)):
+        assert len(a) == len(b)
+        for obj, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert iou(x, y) >= 0.999, f"frame {index} object {obj}: IoU {iou(x, y):.5f}"
+
+
 def box_of(mask: np.ndarray, margin: float = 3.0) -> Box:
     ys, xs = mask.nonzero()
     return (xs.min() - margin, ys.min() - margin, xs.max() + 1 + margin, ys.max() + 1 + margin)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sam2_runs import (
+    assert_masks_agree,
     assert_same_memory_inputs,
     box_of,
     captured_memory_attention,
@@ -38,15 +39,6 @@ def _objects(video, frame: int, count: int, kind: str) -> list:
     return [box_of(m) for m in chosen] if kind == "box" else chosen
 
 
-def _assert_agree(upstream: list[list[np.ndarray]], ours: list[list[np.ndarray]]) -> None:
-    assert len(upstream) == len(ours)
-    assert all(frame[0].any() for frame in upstream), "upstream lost the object: proves nothing"
-    for index, (a, b) in enumerate(zip(upstream, ours, strict=True)):
-        assert len(a) == len(b)
-        for obj, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert iou(x, y) >= 0.999, f"frame {index} object {obj}: IoU {iou(x, y):.5f}"
-
-
 @pytest.mark.parametrize(
     ("kind", "count", "frames", "reverse"),
     [
@@ -65,7 +57,7 @@ def test_two_prompts_match_upstream(tiny_model, video, kind, count, frames, reve
         upstream = upstream_prompted_masks(tiny_model, video, prompts, frames[-1], steps, reverse)
     with captured_memory_attention(tiny_model) as our_calls:
         ours = engine_prompted_masks(StreamingSam2(tiny_model), video, prompts, steps, reverse)
-    _assert_agree(upstream, ours)
+    assert_masks_agree(upstream, ours)
     # The distances too, which the masks barely show.
     assert_same_memory_inputs(per_frame(upstream_calls, count), our_calls, batched=count > 1)
 
@@ -90,7 +82,7 @@ def test_only_the_newest_prompted_frames_are_kept(tiny_model, video):
     newest = {f: prompts[f] for f in (3, 7)}
     engine = StreamingSam2(tiny_model, max_conditioning_frames=2)
     ours = engine_prompted_masks(engine, video, prompts, 6)
-    _assert_agree(upstream_prompted_masks(tiny_model, video, newest, 7, 6), ours)
+    assert_masks_agree(upstream_prompted_masks(tiny_model, video, newest, 7, 6), ours)
     everything = upstream_prompted_masks(tiny_model, video, prompts, 7, 6)
     assert any(iou(a[0], b[0]) < 0.999 for a, b in zip(everything, ours, strict=True)), (
         "frame 0's prompt changes nothing: the bound is not shown"

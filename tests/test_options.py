@@ -88,3 +88,81 @@ def test_default_threads_are_the_cores_this_process_may_use_capped(
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert options.default_threads() == expected
+
+
+def test_max_conditioning_frames_is_a_parameter_of_every_interface(tiny_checkpoint):
+    """`-p max_conditioning_frames=int:2`, `--max-conditioning-frames 2` (track and serve) and
+    `SAM2_MAX_CONDITIONING_FRAMES=2` all reach `TrackerOptions`, default 4 (issue 26)."""
+    from tracker.cli.main import _parser
+    from tracker.cli.serve import config_from_args
+    from tracker.cvat import env_options
+    from tracker.cvat.agent.tracking import Sam2TrackingFunction
+
+    assert TrackerOptions.from_params({}).max_conditioning_frames == 4
+    agent = Sam2TrackingFunction.from_params({"max_conditioning_frames": 2})
+    assert agent.options.max_conditioning_frames == 2
+    assert agent.tracker.options.max_conditioning_frames == 2
+    environ = {"SAM2_MAX_CONDITIONING_FRAMES": "3"}
+    assert env_options.tracker_options(environ).max_conditioning_frames == 3
+    track = _parser().parse_args(["track", "v", "--out", "o", "--max-conditioning-frames", "2"])
+    assert track.max_conditioning_frames == 2
+    serve_args = _parser().parse_args(["serve", "--max-conditioning-frames", "5"])
+    settings = config_from_args(serve_args, {}).settings
+    assert settings["SAM2_MAX_CONDITIONING_FRAMES"] == "5"
+    assert env_options.tracker_options(settings).max_conditioning_frames == 5
+
+
+def _refusal(interface: str, value: object) -> str:
+    """The message each interface gives for `max_conditioning_frames` set to `value`."""
+    import cvat_sdk.auto_annotation as cvataa
+
+    from tracker.cli.main import _parser
+    from tracker.cli.serve import config_from_args, phrased_for_serve
+    from tracker.cvat import env_options
+    from tracker.cvat.agent.tracking import Sam2TrackingFunction
+    from tracker.serve import server
+
+    if interface in ("agent", "track"):
+        syntax = Syntax.AGENT if interface == "agent" else Syntax.CLI
+        with pytest.raises(cvataa.BadFunctionError) as error:
+            Sam2TrackingFunction.from_params({"max_conditioning_frames": value}, syntax)
+        return str(error.value)
+    if interface == "env":
+        with pytest.raises(ModelConfigError) as error:
+            env_options.tracker_options({"SAM2_MAX_CONDITIONING_FRAMES": str(value)})
+        return str(error.value)
+    args = _parser().parse_args(["serve", "--insecure", "--max-conditioning-frames", str(value)])
+    with pytest.raises(ModelConfigError) as error:
+        server.check(config_from_args(args, {}))
+    return phrased_for_serve(error.value, args)
+
+
+@pytest.mark.parametrize(
+    ("interface", "named"),
+    [
+        ("agent", "max_conditioning_frames"),
+        ("track", "--max-conditioning-frames"),
+        ("env", "SAM2_MAX_CONDITIONING_FRAMES"),
+        ("serve", "--max-conditioning-frames"),
+    ],
+)
+@pytest.mark.parametrize("value", [0, 17])
+def test_max_conditioning_frames_out_of_bounds_is_refused_in_each_syntax(
+    tiny_checkpoint, interface, named, value
+):
+    message = _refusal(interface, value)
+    assert message == f"{named} must be a whole number from 1 to 16; got {value}.", message
+
+
+@pytest.mark.parametrize(
+    ("interface", "fragment"),
+    [
+        ("agent", "pass it as -p max_conditioning_frames=int:256"),
+        ("env", "SAM2_MAX_CONDITIONING_FRAMES must be a whole number; got 'many'"),
+        ("serve", "--max-conditioning-frames must be a whole number; got 'many'"),
+    ],
+)
+def test_max_conditioning_frames_not_a_number_is_refused_in_each_syntax(
+    tiny_checkpoint, interface, fragment
+):
+    assert fragment in _refusal(interface, "many")

@@ -25,6 +25,11 @@ _MODEL_OPTIONS = [
     ("--dtype", "dtype", "auto, float32, bfloat16 or float16"),
     ("--image-size", "image_size", "SAM2's input size, a multiple of 32 (default: the model's)"),
     ("--max-state-memory-mb", "max_state_memory_mb", "per replica, without Redis (default 2048)"),
+    (
+        "--max-conditioning-frames",
+        "max_conditioning_frames",
+        "the prompted frames an object prompted again keeps, the newest (1 to 16, default 4)",
+    ),
     ("--threads", "threads", "PyTorch's CPU threads per replica (default: its cores, at most 8)"),
     ("--redis-url", "redis_url", "redis://:PASSWORD@HOST:PORT/0 for tracking states"),
 ]

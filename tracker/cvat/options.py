@@ -24,6 +24,7 @@ from tracker.cvat.parameters import (
     ParameterSpec,
     RequestLimits,
     take,
+    within,
 )
 from tracker.engine.errors import ModelConfigError, Parameter
 
@@ -40,6 +41,10 @@ _log = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "facebook/sam2.1-hiera-tiny"
 DEFAULT_POLYGON_TOLERANCE = 1.0
 DEFAULT_MAX_STATE_MEMORY_MB = 2048
+#: The prompted frames an object keeps when prompted again (the engine's
+#: `max_conditioning_frames`); each adds a memory frame and a pointer to every step of it.
+DEFAULT_MAX_CONDITIONING_FRAMES = 4
+MAX_CONDITIONING_FRAMES = 16
 #: About 64 embeddings at 1024 px (16 MB each), 1,000 at 256 px.
 DEFAULT_MAX_EMBEDDING_MEMORY_MB = 1024
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -129,6 +134,13 @@ TRACKER_PARAMETERS = (
         int,
         DEFAULT_MAX_STATE_MEMORY_MB,
         "memory budget over all tracking states; past it the least recently used are dropped",
+    ),
+    ParameterSpec(
+        "max_conditioning_frames",
+        int,
+        DEFAULT_MAX_CONDITIONING_FRAMES,
+        "the prompted frames an object prompted again keeps, the newest ones, from 1 to "
+        f"{MAX_CONDITIONING_FRAMES}; each adds a memory frame to the object's state and its steps",
     ),
 )
 INTERACTOR_PARAMETERS = (
@@ -235,6 +247,8 @@ class TrackerOptions:
     polygon_tolerance: float
     max_state_memory_mb: int
     limits: RequestLimits = RequestLimits()  # of one lambda-protocol request
+    # The prompted frames an object keeps (`StreamingSam2`'s `max_conditioning_frames`).
+    max_conditioning_frames: int = DEFAULT_MAX_CONDITIONING_FRAMES
 
     @property
     def syntax(self) -> Syntax:
@@ -254,8 +268,15 @@ class TrackerOptions:
                 Parameter("polygon_tolerance"), " must be 0 (no simplification) or more pixels."
             )
         budget = take(params, "max_state_memory_mb", int, DEFAULT_MAX_STATE_MEMORY_MB)
+        conditioning = take(params, "max_conditioning_frames", int, DEFAULT_MAX_CONDITIONING_FRAMES)
+        within("max_conditioning_frames", conditioning, 1, MAX_CONDITIONING_FRAMES)
         model = ModelOptions.from_params(params, model_loading.VIDEO_BUILDER, syntax=syntax)
-        return cls(model, tolerance, _positive(budget, "max_state_memory_mb"))
+        return cls(
+            model,
+            tolerance,
+            _positive(budget, "max_state_memory_mb"),
+            max_conditioning_frames=conditioning,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,6 +81,15 @@ def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     return value
 
 
+def within(name: str, value: int, low: int, high: int) -> int:
+    """`value` if it lies in `low`..`high`; else ModelConfigError naming parameter `name`."""
+    if not low <= value <= high:
+        raise ModelConfigError(
+            Parameter(name), f" must be a whole number from {low} to {high}; got {value}."
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
     """Bounds on one request of CVAT's lambda protocol, checked before any model work: one

@@ -73,7 +73,11 @@ class ShapeTracker:
     @functools.cached_property
     def engine(self) -> StreamingSam2:
         """Built on first use, so that checking the options needs no weights."""
-        return StreamingSam2(self.options.model.load(), dtype=self.options.model.dtype)
+        return StreamingSam2(
+            self.options.model.load(),
+            dtype=self.options.model.dtype,
+            max_conditioning_frames=self.options.max_conditioning_frames,
+        )
 
     def encode(self, image: PIL.Image.Image) -> FrameFeatures:
         """One image-encoder pass per frame, shared by every object tracked on it."""

@@ -137,25 +137,27 @@ class LambdaTracker:
         earlier = {i: _prompt_again(tx, i, work) for i in work.again}
         handles = [*to_step.values(), *(handle for handle, _ in work.prompted.values())]
         tracked = tx.states(handles)
-        records: dict[str, Record] = {}
+        begun: dict[int, tuple[Shape, Record]] = {}  # new records: starts and prompts again
         with self.tracker.engine.session():
             frame = self.tracker.encode(image)
             for index, (shape, bare) in work.starts.items():
                 obj = self.tracker.start(frame, shape)
                 at = work.frames.get(index)
                 stored = Stored(0, shape.type, obj.width, obj.height, bare, digest, prompt_frame=at)
-                answers[index] = _Answered(new_handle(), stored, shape)
-                records[answers[index].handle] = Record(stored, obj)
+                begun[index] = shape, Record(stored, obj)
             for index, shape in work.again.items():
                 handle, (distance, walk) = work.prompted[index][0], earlier[index]
                 obj = self.tracker.start(frame, shape, tracked[handle], distance)
                 stored = Stored(0, shape.type, obj.width, obj.height, False, digest,
                                 prompt_frame=work.frames[index], walk=walk,
                                 offset=obj.object_state.frame_idx)  # fmt: skip
-                answers[index] = _Answered(new_handle(), stored, shape)
-                records[answers[index].handle] = Record(stored, obj)
+                begun[index] = shape, Record(stored, obj)
             objects = [tracked[handle] for handle in to_step.values()]
             shapes = self.tracker.step_many(frame, objects) if objects else []
+        records: dict[str, Record] = {}
+        for index, (shape, record) in begun.items():
+            answers[index] = _Answered(new_handle(), record.stored, shape)
+            records[answers[index].handle] = record
         # Lost from sight: answered with its last shape, which a store may read only now.
         unknown = [handle for handle in to_step.values() if tracked[handle].last_shape is None]
         for handle, last in (tx.last_shapes(unknown) if unknown else {}).items():
@@ -185,8 +187,7 @@ def _prompt_again(tx: Transaction, index: int, work: _Work) -> tuple[int, int]:
     is prompted again at its newest version, further along one walk, when its frames are known."""
     handle, version = work.prompted[index]
     stored, at = tx.stored(handle), work.frames[index]
-    if stored.version != version:
-        raise StaleStateError(stale_message())
+    _check_newest(stored, version)
     if stored.prompt_frame is None:
         raise RequestError(
             f"Object {index} cannot be prompted again: it was started from a shape without "
@@ -229,12 +230,18 @@ def _plan(
     to_step, repeated = {}, {}
     for index, (handle, version) in continued.items():
         stored = tx.stored(handle)
-        if stored.version == version:
-            to_step[index] = handle
-        elif stored.version == version + 1 and stored.digest == digest:
+        if stored.version == version + 1 and stored.digest == digest:
             repeated[index] = handle
-        elif stored.version > version:
-            raise StaleStateError(stale_message())
         else:
-            raise UnknownStateError(unknown_state_message())  # a version never given out
+            _check_newest(stored, version)
+            to_step[index] = handle
     return to_step, repeated
+
+
+def _check_newest(stored: Stored, version: int) -> None:
+    """Refuse a state sent at any version but the object's newest, `stored`: an older one is
+    stale (409: the object moved on since), a newer one was never given out (404)."""
+    if stored.version > version:
+        raise StaleStateError(stale_message())
+    if stored.version < version:
+        raise UnknownStateError(unknown_state_message())
