@@ -100,6 +100,23 @@ def test_npm_test_runs_every_test_file_whatever_fails(tmp_path):
     assert (tmp_path / "b-ran").exists(), "the file after a failing one still ran"
 
 
+MARK_PX = 1 / 16  # the plugin marks its polygons and rectangles by moving points this far at most
+
+
+def _agree(committed: list, answered: list) -> bool:
+    """What the plugin committed equals the tracker's answers, but for the plugin's mark on the
+    points of polygons and rectangles (automatic.ts; mask points are committed as answered)."""
+    pairs = [
+        (a, b)
+        for on_frame, answers in zip(committed, answered, strict=True)
+        for a, b in zip(on_frame, answers, strict=True)
+    ]
+    return all(
+        len(a) == len(b) and all(abs(p - q) <= MARK_PX + 1e-9 for p, q in zip(a, b, strict=True))
+        for a, b in pairs
+    )
+
+
 def _direct(lambda_tracker, video):
     """The Nuclio tracker called directly on the video's frames: (frame, shapes, states)."""
 
@@ -128,7 +145,7 @@ def test_results_equal_the_tracker_called_directly(node_run, lambda_tracker, vid
         answer = call(frame, None, states)
         states = answer["states"]
         direct.append([shape["points"] for shape in answer["shapes"]])
-    assert direct == recorded["tracked"]
+    assert _agree(recorded["tracked"], direct)
 
 
 def test_conditioned_run_equals_the_tracker_prompted_on_both(node_run, lambda_tracker, video):
@@ -150,9 +167,9 @@ def test_conditioned_run_equals_the_tracker_prompted_on_both(node_run, lambda_tr
     (earlier,) = recorded["earlier"]
     states = call(earlier["frame"], earlier["shapes"], [None])["states"]
     conditioned = walked(call(recorded["start"], recorded["prompts"], states)["states"])
-    assert conditioned == recorded["tracked"]
+    assert _agree(recorded["tracked"], conditioned)
     restarted = walked(call(recorded["start"], recorded["prompts"], [None])["states"])
-    assert restarted != conditioned, "a restart tracks otherwise, so this comparison can tell"
+    assert not _agree(recorded["tracked"], restarted), "a restart differs: the check can tell"
 
 
 def test_plugin_recognises_every_tracker_function_file():

@@ -110,7 +110,7 @@ test('a re-run after a correction replaces the keyframes after it, no duplicates
     // keyframes after it are marked, so that a replacement is seen whatever SAM2 answers.
     const rectangle = job.store.tracks.find((track) => track.shapes[0].type === 'rectangle');
     const corrected = rectangle.shapes.find((shape) => shape.frame === 2);
-    corrected.points = corrected.points.map((value) => value + 5);
+    job.correct(rectangle, corrected.points.map((value) => value + 5), 2);
     for (const track of job.store.tracks) {
         for (const shape of track.shapes.filter((s) => s.frame > 2)) shape.stale = true;
     }

@@ -63,8 +63,8 @@ test('D3: a re-run from a corrected mask replaces that object\'s automatic masks
     const { prompts } = await info();
     const onFrame = (frame, type) => job.store.shapes.filter((shape) => shape.frame === frame && shape.type === type);
     const [maskOn2] = onFrame(2, 'mask');
-    maskOn2.points = [...prompts['4'].mask]; // the user's correction on frame 2
-    onFrame(4, 'mask')[0].points = [...prompts['0'].mask]; // and one inside the range, to keep
+    job.correct(maskOn2, prompts['4'].mask); // the user's correction on frame 2
+    job.correct(onFrame(4, 'mask')[0], prompts['0'].mask); // and one inside the range, to keep
     const other = onFrame(3, 'polygon')[0].points; // another object's shape, not to be touched
     await post('reset');
     await runAction(core, action, job, 2, 4, { toTracks: false, filters: [{ '==': [{ var: 'shape' }, 'mask'] }] });
@@ -91,4 +91,31 @@ test('D3: a result CVAT would refuse part-way (a 2-point polygon) is refused bef
     await assert.rejects(runAction(core, action, job, 0, 3), /nothing was saved.*frame 2.*a polygon with 2 points/s);
     assert.deepEqual(job.export(), before, 'no mask shapes were imported before the failing track');
     assert.equal(job.commits.length, 0);
+});
+
+test('a re-run in another browser (nothing remembered) still replaces the automatic results of each type', async () => {
+    const { core, action, job } = await setting(0);
+    await runAction(core, action, job, 0, 4, { toTracks: true });
+    const stale = (list) => list.forEach((shape) => { if (shape.frame > 2) shape.stale = true; });
+    job.store.tracks.forEach((track) => stale(track.shapes));
+    stale(job.store.shapes);
+    job.reload(); // saved, then loaded as a fresh page or another annotator would
+    const rectangle = job.store.tracks.find((track) => track.shapes[0].type === 'rectangle');
+    const polygon = job.store.tracks.find((track) => track.shapes[0].type === 'polygon');
+    const mask = job.store.shapes.find((shape) => shape.type === 'mask' && shape.frame === 2);
+    const moved = (points) => points.map((value) => value + 3);
+    for (const track of [rectangle, polygon]) job.correct(track, moved(track.shapes.find((shape) => shape.frame === 2).points), 2);
+    const correction = [...mask.points];
+    job.correct(mask, correction);
+    await post('reset');
+    await runAction(core, action, job, 2, 4);
+    for (const track of job.store.tracks) {
+        assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
+        assert.deepEqual(track.shapes.filter((shape) => shape.stale).map((shape) => shape.frame), [], 'keyframes 3 and 4 replaced');
+    }
+    const masks = job.store.shapes.filter((shape) => shape.type === 'mask');
+    assert.deepEqual(masks.map((shape) => shape.frame).sort(), [0, 1, 2, 3, 4], 'one mask a frame');
+    assert.deepEqual(masks.filter((shape) => shape.stale).map((shape) => shape.frame), [], 'masks 3 and 4 replaced');
+    assert.deepEqual(masks.find((shape) => shape.frame === 2).points, correction, 'the correction stays');
+    assert.deepEqual((await info()).order, [0, 2, 3, 4], 'the first keyframes condition the run');
 });

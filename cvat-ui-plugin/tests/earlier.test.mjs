@@ -38,7 +38,7 @@ async function correctedOn4() {
     const { core, action, job, prompts } = await trackOn([0]);
     await runAction(core, action, job, 0, 8);
     const [track] = job.store.tracks;
-    track.shapes.find((shape) => shape.frame === 4).points = [...prompts['4'].polygon];
+    job.correct(track, prompts['4'].polygon, 4);
     await post('reset');
     return { core, action, job, prompts };
 }

@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import { Job, makeCore } from './core-double.mjs';
 import {
-    ACTION_NAME, CONDITION, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS, forgetAll, setUp,
+    ACTION_NAME, CONDITION, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS, setUp,
 } from '../dist/plugin.mjs';
 
 export { ACTION_NAME, CONDITION, DIRECTION, FUNCTION, TARGET_FRAME, TO_TRACKS };
@@ -37,7 +37,6 @@ export async function post(route, body = {}) {
 
 /** A core double with the action registered, and a job whose objects were drawn on `frame`. */
 export async function setting(frame, { kinds = ['polygon', 'mask', 'rectangle'], asTracks = false, models = null, saved = false } = {}) {
-    forgetAll(); // what earlier tests' runs wrote on the same job id
     let core = makeCore(BASE_URL);
     if (models) core = { ...core, lambda: { ...core.lambda, list: async () => ({ models, count: models.length }) } };
     const action = await setUp(core);

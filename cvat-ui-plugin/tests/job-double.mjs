@@ -7,6 +7,8 @@
 // longer exported a delete), frames.ts (getJobFrameNumbers: the segment's frames, [] before the
 // job's frame cache exists). Simplification: a track's points on a frame are its keyframe at or
 // before the frame (CVAT interpolates; the tests start on keyframes).
+// A user's edit (`correct`) changes the object's source as annotations-objects/utils.ts's
+// computeNewSource does: auto and semi-auto become semi-auto, consensus stays, the rest manual.
 export class ServerError extends Error {
     constructor(message, code) {
         super(message);
@@ -82,6 +84,26 @@ export class Job {
         if (lock) this.locked.add(clientID);
         if (saved) this.save();
         return clientID;
+    }
+
+    /** The user edits the points of a shape (or of a track's keyframe on `frame`), as cvat-core's
+     *  save does: the points replaced, the object's source recomputed (utils.ts computeNewSource). */
+    correct(object, points, frame = object.frame) {
+        const target = object.shapes ? object.shapes.find((shape) => shape.frame === frame) : object;
+        target.points = [...points];
+        if (['auto', 'semi-auto'].includes(object.source)) object.source = 'semi-auto';
+        else if (object.source !== 'consensus') object.source = 'manual';
+    }
+
+    /** Save, then load the job as another browser would: what the server keeps (JSON; the
+     *  server stores each point as Python's `str(float)`, which reads back the same number). */
+    reload() {
+        this.save();
+        const served = JSON.parse(JSON.stringify(this.export()));
+        const objects = [...served.shapes, ...served.tracks];
+        objects.forEach((object) => { object.clientID = this.nextID++; });
+        this.store = { shapes: served.shapes, tracks: served.tracks };
+        this.initial = new Map(objects.map((object) => [object.id, structuredClone(object)]));
     }
 
     export() {

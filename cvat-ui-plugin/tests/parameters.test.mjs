@@ -41,7 +41,7 @@ test('a re-run keeps the user\'s keyframes inside the range and replaces only th
     await runAction(core, action, job, 0, 4);
     const [track] = job.store.tracks;
     const manual = track.shapes.find((shape) => shape.frame === 3);
-    manual.points = manual.points.map((value) => value + 4); // the user's correction on frame 3
+    job.correct(track, manual.points.map((value) => value + 4), 3); // the user's correction on frame 3
     const userPoints = [...manual.points];
     for (const shape of track.shapes.filter((s) => s.frame !== 3)) shape.attributes = OLD;
     await post('reset');
@@ -59,7 +59,7 @@ test('issue 25 item 7: a backward re-run replaces the old automatic keyframes be
     assert.deepEqual(keyframes(track), [0, 1, 2, 3, 4]);
     for (const shape of track.shapes) shape.attributes = OLD;
     const corrected = track.shapes.find((shape) => shape.frame === 2);
-    corrected.points = corrected.points.map((value) => value - 3);
+    job.correct(track, corrected.points.map((value) => value - 3), 2);
     await post('reset');
     await runAction(core, action, job, 2, 0);
     const [after] = job.store.tracks;

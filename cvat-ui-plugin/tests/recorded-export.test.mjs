@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { Job, makeCore } from './core-double.mjs';
-import { forgetAll, setUp } from '../dist/plugin.mjs';
+import { setUp } from '../dist/plugin.mjs';
 import {
     BASE_URL, info, post, quietly, runAction,
 } from './helpers.mjs';
@@ -23,7 +23,6 @@ function recorded(file, key = null) {
 
 /** A job holding the recorded export as CVAT loaded it: saved, with the recorded ids. */
 async function jobOf(exported) {
-    forgetAll();
     const core = makeCore(BASE_URL);
     const action = await setUp(core);
     const { frames, width, height, taskId, jobId } = await info();

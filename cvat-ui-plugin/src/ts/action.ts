@@ -16,7 +16,6 @@ import type {
     CollectionActionOutput, CoreLike, MLModelLike, ObjectStateLike,
     SessionLike, ShapeKind, ActionParameters, Sam2TrackerActionLike,
 } from './cvat-types';
-import { remember } from './automatic';
 import { earlierFrames } from './earlier';
 import { keyframeAt, plan } from './plan';
 import { TrackingError, framesToWalk, walk, type PromptShape } from './tracking';
@@ -187,7 +186,7 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
             const isDeleted = async (frame: number): Promise<boolean> => (await instance.frames.get(frame)).deleted;
             const ofJob = new Set(jobFrames);
             const earlier = this.#condition ? await earlierFrames({
-                jobID: instance.id, start, forward, shapes: exported?.shapes ?? [],
+                start, forward, shapes: exported?.shapes ?? [],
                 usable: async (frame) => ofJob.has(frame) && !(await isDeleted(frame)),
                 objects: objects.map(({ object }, index) => ({ object, type: prompts[index].type })),
             }) : [];
@@ -211,13 +210,11 @@ export function makeActionClass(core: CoreLike): new (models: MLModelLike[]) => 
                     if (state.lock && state.clientID !== null) locked.add(state.clientID);
                 }
             }
-            const { created, deleted, written } = plan({
-                jobID: instance.id, start, target, toTracks: this.#toTracks, locked,
+            return plan({
+                start, target, toTracks: this.#toTracks, locked,
                 objects: objects.map(({ object, state }) => ({ object, points: [...state!.points!] })),
                 results, shapes: exported?.shapes ?? [],
             });
-            remember(instance.id, written);
-            return { created, deleted };
         }
     }
 

@@ -1,69 +1,66 @@
-// Which keyframes and shapes this plugin wrote and nobody changed since: their fingerprints (job,
-// frame, points), kept in memory and, in a browser, in localStorage so that they survive a
-// reload. CVAT keeps no per-keyframe source (a track's keyframes carry frame, points, flags and
-// attributes only: cvat-core/src/annotations-objects/track.ts, toJSON), so this is how a re-run
-// tells its own results, which it replaces, from the user's keyframes and corrections, which it
-// keeps. Points are compared to one decimal, as cvat-core's saver compares them
-// (annotations-saver.ts, isTheSamePoints).
+// Which keyframes and shapes this plugin wrote and nobody changed since, told from what CVAT's
+// server keeps, so that any browser's re-run knows them (a re-run replaces the plugin's results
+// in its range and keeps the user's keyframes and corrections).
+//
+// - Masks (always shapes in community CVAT) carry `source: 'auto'`, as CVAT's own tracker action
+//   writes its results (cvat-ui/src/utils/opencv-wrapper/annotations-actions/tracker-mil.ts).
+//   A user's edit makes it 'semi-auto' (cvat-core/src/annotations-objects/utils.ts,
+//   computeNewSource, called by every points, outside or occluded change in shape.ts and
+//   mask-shape.ts), so the mask becomes the user's.
+// - Polygons and rectangles can be track keyframes, which carry no source of their own (a track
+//   keeps one for all its keyframes: annotations-objects/track.ts, toJSON). Their points carry a
+//   mark instead: every coordinate is moved by at most 1/16 px onto a grid of 1/1024 px whose
+//   last 6 bits are a hash of the frame, the type and the coarse points. CVAT stores points as
+//   written (engine/models.py FloatArrayField: `str(float)`, exact for these values), and any edit
+//   of the user's (a moved vertex, a dragged shape, a copy to another frame by Propagate) breaks
+//   the mark, so the keyframe becomes the user's. Points the user drew or imported match a mark
+//   by chance with probability 2^-24 (a rectangle) or less.
 
-const MAX_PER_JOB = 50_000;
-const PREFIX = 'cvat-sam2-tracker:automatic:';
-const memory = new Map<number, { list: string[]; set: Set<string> }>();
+/** The source of a mask this plugin wrote (CVAT's Source.AUTO). */
+export const AUTOMATIC_SOURCE = 'auto';
 
-function storage(): Storage | null {
-    try {
-        return typeof localStorage === 'undefined' ? null : localStorage;
-    } catch {
-        return null; // storage denied (privacy settings)
-    }
-}
+/** 1/16 px: the coarse grid the mark's hash reads; 6 bits of mark below it. */
+const COARSE = 16;
+const BITS = 6;
+const FINE = COARSE * 2 ** BITS; // 1024
+const HALF = 2 ** (BITS - 1);
 
-/** A short fingerprint of one object's points on one frame (FNV-1a over the rounded points). */
-export function fingerprint(frame: number, points: readonly number[]): string {
+const MARKED_TYPES: readonly string[] = ['polygon', 'rectangle'];
+
+/** FNV-1a (32 bits) over the frame, the type and the coarse points. */
+function hashOf(type: string, frame: number, coarse: readonly number[]): number {
     let hash = 0x811c9dc5;
-    const text = points.map((value) => value.toFixed(1)).join(',');
+    const text = `${type}:${frame}:${coarse.join(',')}`;
     for (let index = 0; index < text.length; index += 1) {
         hash = Math.imul(hash ^ text.charCodeAt(index), 0x01000193) >>> 0;
     }
-    return `${frame}:${points.length}:${hash.toString(36)}`;
+    return hash;
 }
 
-function entries(jobID: number): { list: string[]; set: Set<string> } {
-    let known = memory.get(jobID);
-    if (!known) {
-        let list: string[];
-        try {
-            list = JSON.parse(storage()?.getItem(`${PREFIX}${jobID}`) ?? '[]') as string[];
-        } catch {
-            list = [];
-        }
-        known = { list, set: new Set(list) };
-        memory.set(jobID, known);
-    }
-    return known;
+/** The mark's 6 bits for coordinate `index` (a 32-bit mix of the hash and the index). */
+function code(hash: number, index: number): number {
+    let value = Math.imul(hash ^ Math.imul(index + 1, 0x9e3779b1), 0x85ebca6b);
+    value ^= value >>> 13;
+    value = Math.imul(value, 0xc2b2ae35);
+    value ^= value >>> 16;
+    return (value >>> 0) & (2 ** BITS - 1);
 }
 
-/** Note what a run wrote (the oldest entries go beyond MAX_PER_JOB). */
-export function remember(jobID: number, written: { frame: number; points: readonly number[] }[]): void {
-    const known = entries(jobID);
-    const added = written.map(({ frame, points }) => fingerprint(frame, points));
-    known.list.push(...added);
-    added.forEach((entry) => known.set.add(entry));
-    known.list.splice(0, Math.max(0, known.list.length - MAX_PER_JOB)).forEach((entry) => known.set.delete(entry));
-    const { list } = known;
-    try {
-        storage()?.setItem(`${PREFIX}${jobID}`, JSON.stringify(list));
-    } catch {
-        // storage full or denied: memory still serves this page
-    }
+/** The points to write for a result of type `type` on `frame`: marked polygons and rectangles,
+ *  masks as they are (their source marks them). */
+export function marked(type: string, frame: number, points: readonly number[]): number[] {
+    if (!MARKED_TYPES.includes(type)) return [...points];
+    const coarse = points.map((value) => Math.round(value * COARSE));
+    const hash = hashOf(type, frame, coarse);
+    return coarse.map((value, index) => (value * 2 ** BITS + code(hash, index) - HALF) / FINE);
 }
 
-/** True when this plugin wrote exactly these points on this frame of this job. */
-export function isAutomatic(jobID: number, frame: number, points: readonly number[]): boolean {
-    return entries(jobID).set.has(fingerprint(frame, points));
-}
-
-/** Forget everything (the tests' fresh start). */
-export function forgetAll(): void {
-    memory.clear();
+/** True when this plugin wrote this shape or keyframe and nobody changed it since. */
+export function isAutomatic(shape: { type: string; frame: number; points: readonly number[]; source?: string }): boolean {
+    if (!MARKED_TYPES.includes(shape.type)) return shape.type === 'mask' && shape.source === AUTOMATIC_SOURCE;
+    const fine = shape.points.map((value) => value * FINE);
+    if (!fine.length || !fine.every((value) => Number.isInteger(value))) return false;
+    const coarse = fine.map((value) => Math.floor((value + HALF) / 2 ** BITS));
+    const hash = hashOf(shape.type, shape.frame, coarse);
+    return fine.every((value, index) => value + HALF - coarse[index] * 2 ** BITS === code(hash, index));
 }

@@ -24,7 +24,6 @@ export interface ObjectToCondition {
 }
 
 export interface EarlierInput {
-    jobID: number;
     start: number;
     forward: boolean;
     objects: ObjectToCondition[];
@@ -36,24 +35,24 @@ export interface EarlierInput {
 
 type Keyframe = { frame: number; points: number[] };
 
-function manual(jobID: number, shape: { frame: number; points: number[]; outside?: boolean }): boolean {
-    return !shape.outside && !isAutomatic(jobID, shape.frame, shape.points);
+function manual(shape: { type: string; frame: number; points: number[]; outside?: boolean; source?: string }): boolean {
+    return !shape.outside && !isAutomatic(shape);
 }
 
 /** The object's manual keyframes other than the start's, or [] when its start is not manual. */
 function keyframesOf(input: EarlierInput, { object, type }: ObjectToCondition): Keyframe[] {
-    const { jobID, start } = input;
+    const { start } = input;
     if ('shapes' in object) {
         const atStart = object.shapes.find((shape) => shape.frame === start);
-        if (!atStart || !manual(jobID, atStart)) return [];
-        return object.shapes.filter((shape) => shape.frame !== start && manual(jobID, shape));
+        if (!atStart || !manual(atStart)) return [];
+        return object.shapes.filter((shape) => shape.frame !== start && manual(shape));
     }
-    if (!object.group || !manual(jobID, object)) return [];
+    if (!object.group || !manual(object)) return [];
     const same = input.shapes.filter((shape) => shape.group === object.group && shape.label_id === object.label_id
         && shape.type === type && shape.frame !== start && shape.clientID !== object.clientID);
     const perFrame = new Map<number, number>();
     same.forEach((shape) => perFrame.set(shape.frame, (perFrame.get(shape.frame) ?? 0) + 1));
-    return same.filter((shape) => perFrame.get(shape.frame) === 1 && manual(jobID, shape));
+    return same.filter((shape) => perFrame.get(shape.frame) === 1 && manual(shape));
 }
 
 /** The requests to send before the start, in walking order (farthest frame first). */

@@ -151,5 +151,5 @@ export {
     ACTION_NAME, BACKWARD, CONDITION, DIRECTION, FORWARD, FUNCTION, TARGET_FRAME, TO_TRACKS, makeActionClass,
 } from './action';
 export { EARLIER_KEYFRAMES } from './earlier';
-export { forgetAll } from './automatic';
+export { AUTOMATIC_SOURCE, isAutomatic, marked } from './automatic';
 export { checkedAnswer, failureMessage, framesToWalk, walk } from './tracking';

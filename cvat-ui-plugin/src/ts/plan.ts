@@ -9,13 +9,14 @@
 // `id` (cvat-core's saver would send each copy as an update of the original: a 400 on save) and
 // no clientID. Rotation is kept. Masks stay shapes (community cvat-core has no mask tracks); the
 // shapes of one object are tied by CVAT's `group`, so that a re-run from a corrected one replaces
-// that object's automatic shapes in the range. Keyframes and shapes the user made or changed
-// (automatic.ts), and locked objects, are kept.
+// that object's automatic shapes in the range. Results are written marked (automatic.ts: masks
+// by their source, polygons and rectangles by their points); keyframes and shapes the user made
+// or changed, and locked objects, are kept.
 
 import type {
     Collection, CollectionActionOutput, SerializedShape, SerializedTrack, SerializedTrackShape,
 } from './cvat-types';
-import { isAutomatic } from './automatic';
+import { AUTOMATIC_SOURCE, isAutomatic, marked } from './automatic';
 import type { FrameResult } from './tracking';
 import { TrackingError } from './tracking';
 
@@ -26,7 +27,6 @@ export interface PlannedObject {
 }
 
 export interface PlanInput {
-    jobID: number;
     start: number;
     target: number;
     toTracks: boolean;
@@ -79,12 +79,11 @@ export function keyframeAt(track: SerializedTrack, frame: number): SerializedTra
     return before.reduce((a, b) => (b.frame > a.frame ? b : a));
 }
 
-/** The objects to create and delete; `written`: what this run wrote (for automatic.ts). */
-export function plan(input: PlanInput): CollectionActionOutput & { written: { frame: number; points: number[] }[] } {
+/** The objects to create and delete. */
+export function plan(input: PlanInput): CollectionActionOutput {
     const created = empty();
     const deleted = empty();
-    const written: { frame: number; points: number[] }[] = [];
-    const { start, target, jobID } = input;
+    const { start, target } = input;
     const low = Math.min(start, target);
     const high = Math.max(start, target);
     const inRange = (frame: number): boolean => frame >= low && frame <= high && frame !== start;
@@ -95,21 +94,19 @@ export function plan(input: PlanInput): CollectionActionOutput & { written: { fr
         const tracked = input.results.map(({ frame, objects }) => ({ frame, ...objects[index] }));
         if ('shapes' in object) {
             // A track: its automatic keyframes in the range are replaced; the user's are kept.
-            const kept = object.shapes.filter((shape) => !inRange(shape.frame) || !isAutomatic(jobID, shape.frame, shape.points));
+            const kept = object.shapes.filter((shape) => !inRange(shape.frame) || !isAutomatic(shape));
             const base = keyframeAt(object, start) ?? object.shapes[0];
             const shapes = kept.map((shape) => keyframe(shape, shape.frame, shape.points, shape.outside, shape.attributes));
             if (!kept.some((shape) => shape.frame === start)) shapes.push(keyframe(base, start, points, false, base.attributes));
             for (const { frame, points: found, outside } of tracked) {
                 if (kept.some((shape) => shape.frame === frame)) continue;
-                shapes.push(keyframe(base, frame, found, outside));
-                written.push({ frame, points: found });
+                shapes.push(keyframe(base, frame, marked(base.type, frame, found), outside));
             }
             created.tracks.push(trackCopy(object, shapes, object.source));
             deleted.tracks.push(object);
         } else if (input.toTracks && TRACK_TYPES.includes(object.type)) {
             const shapes = [keyframe(object, start, object.points, false),
-                ...tracked.map(({ frame, points: found, outside }) => keyframe(object, frame, found, outside))];
-            tracked.forEach(({ frame, points: found }) => written.push({ frame, points: found }));
+                ...tracked.map(({ frame, points: found, outside }) => keyframe(object, frame, marked(object.type, frame, found), outside))];
             created.tracks.push(trackCopy(object, shapes, 'semi-auto'));
             deleted.shapes.push(object);
         } else {
@@ -123,19 +120,18 @@ export function plan(input: PlanInput): CollectionActionOutput & { written: { fr
             }
             const same = input.shapes.filter((shape) => group && shape.group === group && shape.clientID !== object.clientID
                 && shape.label_id === object.label_id && shape.type === object.type && inRange(shape.frame));
-            const replaced = same.filter((shape) => isAutomatic(jobID, shape.frame, shape.points)
+            const replaced = same.filter((shape) => isAutomatic(shape)
                 && !input.locked.has(shape.clientID as number));
             deleted.shapes.push(...replaced);
             const keptFrames = new Set(same.filter((shape) => !replaced.includes(shape)).map((shape) => shape.frame));
             for (const { frame, points: found, outside } of tracked) {
                 if (outside || keptFrames.has(frame)) continue; // lost there, or the user's shape stays
-                created.shapes.push(shapeCopy(object, frame, found, group, 'semi-auto'));
-                written.push({ frame, points: found });
+                created.shapes.push(shapeCopy(object, frame, marked(object.type, frame, found), group, AUTOMATIC_SOURCE));
             }
         }
     });
     validate(created);
-    return { created, deleted, written };
+    return { created, deleted };
 }
 
 /** As cvat-core's checkNumberOfPoints (object-utils.ts) for the types created here. */
