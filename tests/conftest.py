@@ -16,6 +16,8 @@ os.environ["HF_HOME"] = str(HF_HOME)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+import tracker  # noqa: E402, F401  (before PyTorch: it sets OpenMP's wait policy, as for users)
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402

@@ -157,7 +157,7 @@ def test_max_conditioning_frames_out_of_bounds_is_refused_in_each_syntax(
 @pytest.mark.parametrize(
     ("interface", "fragment"),
     [
-        ("agent", "pass it as -p max_conditioning_frames=int:256"),
+        ("agent", "pass it as, for example, -p max_conditioning_frames=int:4"),
         ("env", "SAM2_MAX_CONDITIONING_FRAMES must be a whole number; got 'many'"),
         ("serve", "--max-conditioning-frames must be a whole number; got 'many'"),
     ],

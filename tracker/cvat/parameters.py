@@ -71,11 +71,12 @@ def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        example = default if isinstance(default, kind) else _EXAMPLES[kind]
         raise ModelConfigError(
             "Parameter ",
             Parameter(name),
-            f" must be a {kind.__name__}: pass it as ",
-            Parameter(name, _EXAMPLES[kind]),
+            f" must be of type {kind.__name__}: pass it as, for example, ",
+            Parameter(name, example),
             ".",
         )
     return value
