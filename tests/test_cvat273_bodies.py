@@ -26,7 +26,12 @@ from nuclio_driver import NuclioFunction, frame_b64
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cvat-2.73"
 PLACEHOLDER = "<FRAME_BASE64>"
-TRACKER_FLOWS = ["tracker-one-object.json", "plugin-polygon.json", "plugin-mask.json"]
+TRACKER_FLOWS = [
+    "tracker-one-object.json",
+    "plugin-polygon.json",
+    "plugin-mask.json",
+    "plugin-conditioned.json",
+]
 INTERACTOR_FLOWS = [
     "interactor-box.json",
     "interactor-box-and-click.json",
@@ -61,6 +66,12 @@ def test_the_fixtures_hold_what_was_recorded():
     for name in ("plugin-polygon.json", "plugin-mask.json"):
         first = flows[name]["calls"][0]["body"]
         assert first["states"] == [None] and first["shapes"][0]["type"] in ("polygon", "mask")
+    # Conditioning (issue 26): CVAT passed "frame" in each shape, and shapes beside states.
+    start, again, *steps = (call["body"] for call in flows["plugin-conditioned.json"]["calls"])
+    assert start["states"] == [None] * 3 and {s["frame"] for s in start["shapes"]} == {0}
+    assert {s["frame"] for s in again["shapes"]} == {3} and all(again["states"])
+    assert {s["type"] for s in again["shapes"]} == {"mask", "polygon", "rectangle"}
+    assert all(b["shapes"] == [None] * 3 and all(b["states"]) for b in steps)
     clicks = _load("interactor-clicks.json")["calls"]
     assert all(call["body"]["obj_bbox"] == [] for call in clicks)
     assert _load("interactor-box.json")["calls"][0]["body"]["pos_points"] == []
@@ -96,6 +107,10 @@ def test_replay_recorded_tracker_bodies(environment, tiny_checkpoint, video, nam
             assert all(_is_number(p) for p in shape["points"]), call["recorded"]
             if name == "tracker-one-object.json":
                 assert shape["type"] == "rectangle" and len(shape["points"]) == 4
+        if continuing and any(body["shapes"]):  # a prompt again: answered with the prompts
+            for sent, got in zip(body["shapes"], answer["shapes"], strict=True):
+                if sent["type"] == "rectangle":
+                    assert got["points"] == sent["points"], call["recorded"]
         if continuing:
             assert answer["states"] != states, "a continue answers the next states"
         states = json.loads(json.dumps(answer["states"]))
