@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracker.cvat.options import Syntax, TrackerOptions
+from tracker.cvat.options import DEFAULT_MAX_STATE_MEMORY_MB, Syntax, TrackerOptions
 from tracker.cvat.user_errors import user_message
 from tracker.engine.errors import ModelConfigError, Parameter
 
@@ -44,7 +44,8 @@ def test_option_errors_carry_parameters_not_one_syntax(syntax):
     assert message.startswith(syntax.phrase(Parameter("image_size")) + " must be a multiple")
     with pytest.raises(ModelConfigError) as error:
         TrackerOptions.from_params({"max_state_memory_mb": "many"}, syntax=syntax)
-    assert syntax.phrase(Parameter("max_state_memory_mb", 256)) in user_message(error.value, syntax)
+    example = Parameter("max_state_memory_mb", DEFAULT_MAX_STATE_MEMORY_MB)  # its default
+    assert syntax.phrase(example) in user_message(error.value, syntax)
 
 
 def test_threads_are_a_parameter_of_every_interface(tiny_checkpoint, monkeypatch):
