@@ -10,7 +10,7 @@ import {
     DIRECTION, Modal, TARGET_FRAME, info, keyframes, post, runAction, setting,
 } from './helpers.mjs';
 
-// A keyframe's mark that survives being kept (attributes are copied; points are the fingerprint).
+// A test's tag on keyframes that survives being kept (attributes are copied as they are).
 const OLD = [{ spec_id: 9, value: 'old' }];
 const marked = (track) => track.shapes.filter((shape) => shape.attributes.length).map((shape) => shape.frame);
 

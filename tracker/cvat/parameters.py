@@ -63,6 +63,11 @@ INTERACTOR_LIMITS = (
 _EXAMPLES: dict[type, Any] = {str: "VALUE", int: 256, float: 1.5, bool: True}
 
 
+def _of_kind(value: Any, kind: type) -> bool:
+    """`value` is a `kind` as cvat-cli's -p types it (a bool is no int)."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
 def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     """Remove `name` from `params` and check its type; cvat-cli's -p gives str, int, float, bool."""
     value = params.pop(name, default)
@@ -70,8 +75,8 @@ def take(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        example = default if isinstance(default, kind) else _EXAMPLES[kind]
+    if not _of_kind(value, kind):
+        example = default if _of_kind(default, kind) else _EXAMPLES[kind]
         raise ModelConfigError(
             "Parameter ",
             Parameter(name),

@@ -22,8 +22,9 @@ export const AUTOMATIC_SOURCE = 'auto';
 /** 1/16 px: the coarse grid the mark's hash reads; 6 bits of mark below it. */
 const COARSE = 16;
 const BITS = 6;
-const FINE = COARSE * 2 ** BITS; // 1024
-const HALF = 2 ** (BITS - 1);
+const STEPS = 2 ** BITS; // marks per coarse step
+const FINE = COARSE * STEPS; // 1024
+const HALF = STEPS / 2;
 
 const MARKED_TYPES: readonly string[] = ['polygon', 'rectangle'];
 
@@ -43,7 +44,7 @@ function code(hash: number, index: number): number {
     value ^= value >>> 13;
     value = Math.imul(value, 0xc2b2ae35);
     value ^= value >>> 16;
-    return (value >>> 0) & (2 ** BITS - 1);
+    return (value >>> 0) & (STEPS - 1);
 }
 
 /** The points to write for a result of type `type` on `frame`: marked polygons and rectangles,
@@ -52,15 +53,23 @@ export function marked(type: string, frame: number, points: readonly number[]): 
     if (!MARKED_TYPES.includes(type)) return [...points];
     const coarse = points.map((value) => Math.round(value * COARSE));
     const hash = hashOf(type, frame, coarse);
-    return coarse.map((value, index) => (value * 2 ** BITS + code(hash, index) - HALF) / FINE);
+    return coarse.map((value, index) => (value * STEPS + code(hash, index) - HALF) / FINE);
+}
+
+/** A shape or a track's keyframe as exported (a keyframe has no source). */
+export interface WrittenShape {
+    type: string;
+    frame: number;
+    points: readonly number[];
+    source?: string;
 }
 
 /** True when this plugin wrote this shape or keyframe and nobody changed it since. */
-export function isAutomatic(shape: { type: string; frame: number; points: readonly number[]; source?: string }): boolean {
+export function isAutomatic(shape: WrittenShape): boolean {
     if (!MARKED_TYPES.includes(shape.type)) return shape.type === 'mask' && shape.source === AUTOMATIC_SOURCE;
     const fine = shape.points.map((value) => value * FINE);
     if (!fine.length || !fine.every((value) => Number.isInteger(value))) return false;
-    const coarse = fine.map((value) => Math.floor((value + HALF) / 2 ** BITS));
+    const coarse = fine.map((value) => Math.floor((value + HALF) / STEPS));
     const hash = hashOf(shape.type, shape.frame, coarse);
-    return fine.every((value, index) => value + HALF - coarse[index] * 2 ** BITS === code(hash, index));
+    return fine.every((value, index) => value + HALF - coarse[index] * STEPS === code(hash, index));
 }

@@ -9,7 +9,7 @@
 // objects; plan.ts ties an object's masks by group, label and type).
 
 import type { SerializedShape, SerializedTrack, ShapeKind } from './cvat-types';
-import { isAutomatic } from './automatic';
+import { isAutomatic, type WrittenShape } from './automatic';
 import type { EarlierFrame } from './tracking';
 
 /**
@@ -35,7 +35,7 @@ export interface EarlierInput {
 
 type Keyframe = { frame: number; points: number[] };
 
-function manual(shape: { type: string; frame: number; points: number[]; outside?: boolean; source?: string }): boolean {
+function manual(shape: WrittenShape & { outside?: boolean }): boolean {
     return !shape.outside && !isAutomatic(shape);
 }
 
