@@ -356,6 +356,7 @@ def test_server_not_answering_is_a_504_after_the_tracker_asks_again(local_env):
         ({"min_replicas": 1}, "both --min-replicas and --max-replicas"),
         ({"settings": {"SAM2_IMAGE_SIZE": "100"}}, "multiple of 32"),
         ({"settings": {"SAM2_REDIS_URL": "http://nope"}}, "SAM2_REDIS_URL is not a Redis URL"),
+        ({"start_timeout_s": 0}, "--start-timeout must be positive"),
     ],
 )
 def test_server_settings_that_cannot_work_are_refused_before_ray(changes, fragment):

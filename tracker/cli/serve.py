@@ -69,6 +69,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "less 2 s (else 503 with Retry-After); longer needs longer proxy and CVAT timeouts",
     )
     parser.add_argument(
+        "--start-timeout",
+        type=float,
+        help="seconds Ray Serve's controller and HTTP proxy may take to start (default 600); "
+        "longer on a busy machine",
+    )
+    parser.add_argument(
         "--insecure", action="store_true", help="no token: allowed on a loopback host only"
     )
     for option, _, text in _MODEL_OPTIONS:
@@ -103,6 +109,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]):
         address=args.address,
         max_body_mb=args.max_body_mb,
         request_timeout_s=args.request_timeout,
+        **({} if args.start_timeout is None else {"start_timeout_s": args.start_timeout}),
     )
 
 

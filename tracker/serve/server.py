@@ -11,6 +11,9 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import time
+import urllib.error
+import urllib.request
 
 from tracker.cvat.env_options import interactor_settings, redis_client, tracker_options
 from tracker.cvat.lambda_protocol import timeouts
@@ -20,6 +23,7 @@ _log = logging.getLogger(__name__)
 APP_NAME = "sam2"
 MIN_TOKEN_CHARS = 16
 MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+START_TIMEOUT_S = 600.0  # for Ray Serve's controller and HTTP proxy (serve.run waits for replicas)
 
 
 class ServerConfigError(ValueError):
@@ -45,6 +49,7 @@ class ServerConfig:
     address: str | None = None  # a Ray cluster to join; None starts a local instance
     max_body_mb: float = 64.0  # a 4K PNG frame in base64 is about 45 MB
     request_timeout_s: float = timeouts.SERVER_REQUEST_TIMEOUT_S  # innermost of the chain
+    start_timeout_s: float = START_TIMEOUT_S
 
     @property
     def autoscaling(self) -> bool:
@@ -93,8 +98,10 @@ def check(config: ServerConfig) -> None:
             "Several replicas need shared tracking states: add --redis-url "
             "redis://:PASSWORD@HOST:PORT/0 (any replica then continues any object)."
         )
-    if config.max_body_mb <= 0 or config.request_timeout_s <= 0:
-        raise ServerConfigError("--max-body-mb and --request-timeout must be positive.")
+    if min(config.max_body_mb, config.request_timeout_s, config.start_timeout_s) <= 0:
+        raise ServerConfigError(
+            "--max-body-mb, --request-timeout and --start-timeout must be positive."
+        )
 
 
 def proxy_advice(config: ServerConfig) -> str | None:
@@ -138,13 +145,7 @@ def start(config: ServerConfig) -> str:
     _check_port_free(config)
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False)
-    serve.start(
-        http_options={
-            "host": config.host,
-            "port": config.port,
-            "request_timeout_s": config.request_timeout_s,
-        }
-    )
+    start_serve(config)
     scaling = (
         {"autoscaling_config": {"min_replicas": config.min_replicas,
                                 "max_replicas": config.max_replicas}}
@@ -173,6 +174,58 @@ def start(config: ServerConfig) -> str:
     url = f"http://{config.host}:{config.port}"
     _log.info("SAM2 server on %s with %s replica(s)", url, config.describe_replicas())
     return url
+
+
+def start_serve(config: ServerConfig) -> None:
+    """Ray Serve's controller and HTTP proxy started (or joined) for `config`; returns once the
+    proxy answers on its port, within `config.start_timeout_s` however slowly Ray's worker
+    processes start (ServerStartError otherwise, Serve stopped).
+
+    Ray's own waits are made for idle machines (ray/serve/_private/constants.py, 2.60): its
+    controller kills a proxy that is not ready within RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S (5 s)
+    and starts another, and `serve.start` waits a fixed HTTP_PROXY_TIMEOUT (60 s) for the first.
+    On a loaded 2-core machine a proxy's process takes longer than both. The controller gets our
+    timeout (`controller_options`, applied when this call creates it); when `serve.start` gives
+    up, we join the controller it left running and wait for the proxy ourselves."""
+    from ray import serve
+
+    http_options = {
+        "host": config.host,
+        "port": config.port,
+        "request_timeout_s": config.request_timeout_s,
+    }
+    ready_check = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": f"{config.start_timeout_s:g}"}
+    deadline = time.monotonic() + config.start_timeout_s
+    try:
+        serve.start(
+            http_options=http_options,
+            controller_options={"runtime_env": {"env_vars": ready_check}},
+        )
+    except TimeoutError:  # "HTTP proxies not available after 60s": the proxy is still starting
+        serve.start(http_options=http_options)  # joins the running controller, waits for nothing
+    _wait_for_proxy(config, deadline)
+
+
+def _wait_for_proxy(config: ServerConfig, deadline: float) -> None:
+    """Until Ray Serve's proxy on this node answers HTTP at all: its `/-/healthz` says 503 until
+    an application's routes reach it, and ours is deployed after this."""
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    url = f"http://{host}:{config.port}/-/healthz"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10):
+                return
+        except urllib.error.HTTPError:
+            return  # an answer: the proxy listens
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            stop()
+            raise ServerStartError(
+                f"Ray Serve's HTTP proxy did not answer on {host}:{config.port} within "
+                f"{config.start_timeout_s:g} s; on a busy machine give --start-timeout longer."
+            )
+        time.sleep(0.5)
 
 
 def stop() -> None:
