@@ -203,14 +203,15 @@ def start_serve(config: ServerConfig) -> None:
         )
     except TimeoutError:  # "HTTP proxies not available after 60s": the proxy is still starting
         serve.start(http_options=http_options)  # joins the running controller, waits for nothing
-    _wait_for_proxy(config, deadline)
+    if config.address is None:  # on a joined cluster the proxies need not run on this node
+        _wait_for_proxy(config, deadline)
 
 
 def _wait_for_proxy(config: ServerConfig, deadline: float) -> None:
     """Until Ray Serve's proxy on this node answers HTTP at all: its `/-/healthz` says 503 until
     an application's routes reach it, and ours is deployed after this."""
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-    url = f"http://{host}:{config.port}/-/healthz"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.port}/-/healthz"  # IPv6: [::1]
     while True:
         try:
             with urllib.request.urlopen(url, timeout=10):
