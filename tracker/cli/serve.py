@@ -6,7 +6,6 @@ Model options are the Nuclio functions' `SAM2_*` settings; options given here ov
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -148,9 +147,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"SAM2 server on {url} (POST /tracker, POST /interactor, GET /health); Ctrl+C stops it")
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stopped.wait()
+    # Ctrl+C and SIGTERM stop it, also where the shell that started it ignored SIGINT (`serve &`
+    # in a script, without job control), which Python would otherwise keep ignoring.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: stopped.set())
+    stopped.wait()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C ends the stop
     print("Stopping the SAM2 server...", file=sys.stderr)
     server.stop()
     print("SAM2 server stopped.", file=sys.stderr)
