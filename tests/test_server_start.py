@@ -80,3 +80,16 @@ def test_serve_start_timeout_option_and_its_default():
 def _serve_help(parser: argparse.ArgumentParser) -> str:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return commands.choices["serve"].format_help()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("sam2", "http://sam2:8000"),
+    ],
+)
+def test_the_servers_url_brackets_an_ipv6_host(host, url):
+    """The URL `serve` prints and its proxy wait polls (`http://::1:8000` names no port)."""
+    assert server._http_url(host, 8000) == url

@@ -171,7 +171,7 @@ def start(config: ServerConfig) -> str:
         why = _last_line(_replica_error() or str(e))
         stop()
         raise ServerStartError(f"The SAM2 replicas did not start: {why}") from e
-    url = f"http://{config.host}:{config.port}"
+    url = _http_url(config.host, config.port)
     _log.info("SAM2 server on %s with %s replica(s)", url, config.describe_replicas())
     return url
 
@@ -211,14 +211,14 @@ def _wait_for_proxy(config: ServerConfig, deadline: float) -> None:
     """Until Ray Serve's proxy on this node answers HTTP at all: its `/-/healthz` says 503 until
     an application's routes reach it, and ours is deployed after this."""
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-    url = f"http://{f'[{host}]' if ':' in host else host}:{config.port}/-/healthz"  # IPv6: [::1]
+    url = f"{_http_url(host, config.port)}/-/healthz"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=10):
                 return
         except urllib.error.HTTPError:
             return  # an answer: the proxy listens
-        except (urllib.error.URLError, OSError):
+        except OSError:  # URLError included
             pass  # not listening yet
         if time.monotonic() > deadline:
             stop()
@@ -227,6 +227,11 @@ def _wait_for_proxy(config: ServerConfig, deadline: float) -> None:
                 f"{config.start_timeout_s:g} s; on a busy machine give --start-timeout longer."
             )
         time.sleep(0.5)
+
+
+def _http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 host in brackets (`http://[::1]:8000`)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def stop() -> None:
